@@ -1,0 +1,154 @@
+"""Model bundles on disk: ``model.json`` (the card) + ``model.safetensors`` (the weights).
+
+Loading never executes code from the bundle (safetensors, not pickles). Any bundle written here
+loads back through :func:`load_bundle`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from .card import ModelCard
+from .errors import UserError
+from .network import build_network
+
+CARD_FILE = "model.json"
+
+
+@dataclass
+class ModelBundle:
+    card: ModelCard
+    network: nn.Module
+    directory: Path | None = None
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_card(directory: str | Path) -> ModelCard:
+    """The card of the bundle in ``directory`` (or of the ``model.json`` given directly)."""
+    path = Path(directory)
+    card_path = path if path.name == CARD_FILE else path / CARD_FILE
+    if not card_path.parent.exists():
+        raise UserError(f"model bundle not found: {path}")
+    if not card_path.is_file():
+        raise UserError(f"{path} is not a model bundle (no {CARD_FILE} in it)")
+    try:
+        data = json.loads(card_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise UserError(f"{card_path} is not valid JSON: {exc}") from None
+    return ModelCard.from_json(data, where=str(card_path))
+
+
+def load_bundle(directory: str | Path, check_hash: bool = True) -> ModelBundle:
+    """Card + network with its weights, in float32 and eval mode, on the CPU."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    card = read_card(directory)
+    bundle_dir = Path(directory)
+    if bundle_dir.name == CARD_FILE:
+        bundle_dir = bundle_dir.parent
+    weights_path = bundle_dir / card.weights_file
+    if not weights_path.is_file():
+        raise UserError(f"model bundle {bundle_dir} has no weights file {card.weights_file}")
+    if check_hash and card.weights_sha256 and sha256_of(weights_path) != card.weights_sha256:
+        raise UserError(f"{weights_path} is corrupt or was replaced: its SHA-256 does not match model.json")
+    try:
+        state = load_file(str(weights_path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{weights_path} is not a readable safetensors file: {exc}") from None
+    with torch.device("meta"):  # no throwaway random initialisation, no second copy in memory
+        network = build_network(card)
+    expected = network.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    if missing or unexpected:
+        raise UserError(
+            f"weights in {weights_path} do not fit {card.architecture}/{card.encoder} with "
+            f"{card.in_channels} input channels and {card.n_classes} classes "
+            f"({len(missing)} tensors missing, {len(unexpected)} unexpected)"
+        )
+    for key, tensor in state.items():
+        if tensor.shape != expected[key].shape:
+            raise UserError(
+                f"weights in {weights_path} do not fit the card: tensor {key} has shape "
+                f"{tuple(tensor.shape)}, the architecture needs {tuple(expected[key].shape)}"
+            )
+    network.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, assign=True)
+    network.eval()
+    return ModelBundle(card=card, network=network, directory=bundle_dir)
+
+
+def create_bundle(card: ModelCard, seed: int = 0) -> ModelBundle:
+    """A freshly initialised network (fixed seed) for ``card``: a start for training or tests."""
+    generator_state = torch.random.get_rng_state()
+    torch.manual_seed(seed)
+    try:
+        network = build_network(card).eval()
+    finally:
+        torch.random.set_rng_state(generator_state)
+    return ModelBundle(card=card, network=network)
+
+
+def save_bundle(bundle: ModelBundle, directory: str | Path, dtype: str | None = None) -> Path:
+    """Write the bundle atomically: a reader sees the old bundle or the new one, never half.
+
+    ``dtype`` (``float16`` or ``float32``, default: the card's) applies to floating tensors.
+    """
+    from safetensors.torch import save_file
+
+    target = Path(directory)
+    dtype = dtype or bundle.card.weights_dtype
+    if dtype not in ("float16", "float32"):
+        raise UserError(f"weights dtype must be float16 or float32, not {dtype}")
+    torch_dtype = torch.float16 if dtype == "float16" else torch.float32
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        state = {
+            key: (value.to(torch_dtype) if value.is_floating_point() else value).contiguous().cpu()
+            for key, value in bundle.network.state_dict().items()
+        }
+        weights_path = staging / bundle.card.weights_file
+        save_file(state, str(weights_path))
+        card = bundle.card.with_updates(weights_dtype=dtype, weights_sha256=sha256_of(weights_path))
+        (staging / CARD_FILE).write_text(json.dumps(card.to_json(), indent=2) + "\n")
+        _copy_extra_files(bundle.directory, staging, keep={CARD_FILE, card.weights_file})
+        if target.exists():
+            backup = target.with_name(f".{target.name}.old")
+            shutil.rmtree(backup, ignore_errors=True)
+            os.replace(target, backup)
+            os.replace(staging, target)
+            shutil.rmtree(backup, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    bundle.card = card
+    bundle.directory = target
+    return target
+
+
+def _copy_extra_files(source: Path | None, staging: Path, keep: set[str]) -> None:
+    """Carry the human-written files (MODEL_CARD.md, …) of a bundle into its new version."""
+    if source is None or not source.is_dir():
+        return
+    for path in source.iterdir():
+        if path.is_file() and path.name not in keep and not path.name.startswith("."):
+            shutil.copy2(path, staging / path.name)

@@ -1,0 +1,37 @@
+"""Command-line options several benchmarks share, so they read the same everywhere."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from backend.runtime import DEVICE_CHOICES
+
+
+def add_model_and_device(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--model",
+        type=Path,
+        help="model bundle folder (default: models/dubai-landcover, else an untrained LinkNet/resnet34)",
+    )
+    parser.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="auto", help="default: auto (the GPU if there is one)"
+    )
+
+
+def add_raster(parser: argparse.ArgumentParser, default_size: int) -> None:
+    parser.add_argument(
+        "--raster", type=Path, help=f"raster to use (default: a {default_size}² crop of Dubai tile 8)"
+    )
+    parser.add_argument(
+        "--size",
+        type=int,
+        default=default_size,
+        help=f"side of the default crop (or of the sample scene without shared data), default {default_size}",
+    )
+
+
+def add_tiling(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--tile", type=int, help="tile size (default: the model card's)")
+    parser.add_argument("--overlap", type=int, help="tile overlap (default: the model card's)")
+    parser.add_argument("--batch-size", type=int, help="tiles per forward pass (default: the engine's)")

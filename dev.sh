@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# The project's single entry point. Every command first does whatever set-up is still missing
+# (Debian packages, the .venv, Python packages) and skips what is already there.
+#
+#   ./dev.sh demo [RASTER [LABELS]]   the whole loop on a built-in example (or your raster)
+#   ./dev.sh test [PYTEST ARGS]       ruff + the whole test suite (what CI runs)
+#   ./dev.sh bench [ARGS]             the performance benchmarks (see BENCHMARKS.md)
+#   ./dev.sh setup                    only the set-up
+set -euo pipefail
+cd "$(dirname "$0")"
+
+APT_PACKAGES=(qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-rasterio python3-scipy
+              python3-venv xvfb xauth)
+VENV=.venv
+PY=$VENV/bin/python
+
+say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
+
+setup_system() {
+  local missing=()
+  for package in "${APT_PACKAGES[@]}"; do
+    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+  done
+  [ ${#missing[@]} -eq 0 ] && return 0
+  local sudo=()
+  if [ "$(id -u)" -ne 0 ]; then
+    command -v sudo >/dev/null || { echo "error: need root or sudo to install: ${missing[*]}" >&2; exit 2; }
+    sudo=(sudo)
+  fi
+  say "installing Debian packages: ${missing[*]}"
+  export DEBIAN_FRONTEND=noninteractive
+  "${sudo[@]}" apt-get update -q
+  "${sudo[@]}" apt-get install -y -q "${missing[@]}"
+}
+
+setup_python() {
+  if [ ! -x "$PY" ]; then
+    say "creating $VENV from Debian's Python (with its PyQGIS, GDAL, rasterio, numpy)"
+    /usr/bin/python3 -m venv --system-site-packages "$VENV"
+  fi
+  local stamp=$VENV/.requirements.sha256 wanted
+  wanted=$(sha256sum requirements.txt | cut -d' ' -f1)
+  if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
+    say "installing Python packages (torch is large: a few GB, a minute or two)"
+    # Keep Debian's numpy: its GDAL bindings are built against it.
+    local constraints=$VENV/constraints.txt
+    /usr/bin/python3 -c 'import numpy; print(f"numpy=={numpy.__version__}")' > "$constraints"
+    "$PY" -m pip install --quiet --disable-pip-version-check -c "$constraints" -r requirements.txt
+    echo "$wanted" > "$stamp"
+  fi
+}
+
+setup() { setup_system; setup_python; }
+
+command=${1:-help}
+shift || true
+case "$command" in
+  setup) setup ;;
+  demo)
+    setup
+    exec "$PY" -m backend demo "$@" ;;
+  test)
+    setup
+    say "ruff"
+    "$PY" -m ruff check .
+    "$PY" -m ruff format --check .
+    say "pytest"
+    QT_QPA_PLATFORM=offscreen exec "$PY" -m pytest "$@" ;;
+  bench)
+    setup
+    exec "$PY" -m benchmarks "$@" ;;
+  *)
+    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    [ "$command" = help ] || exit 2 ;;
+esac
