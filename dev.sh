@@ -2,7 +2,7 @@
 # The project's single entry point. Every command first does whatever set-up is still missing
 # (Debian packages, the .venv, Python packages) and skips what is already there.
 #
-#   ./dev.sh demo [RASTER [LABELS]]   the whole loop on a built-in example (or your raster)
+#   ./dev.sh demo [RASTER]            predict + rank patches on a built-in example (or your raster)
 #   ./dev.sh test [PYTEST ARGS]       ruff + the whole test suite (what CI runs)
 #   ./dev.sh bench [ARGS]             the performance benchmarks (see BENCHMARKS.md)
 #   ./dev.sh setup                    only the set-up
@@ -70,6 +70,6 @@ case "$command" in
     setup
     exec "$PY" -m benchmarks "$@" ;;
   *)
-    sed -n '2,9p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
     [ "$command" = help ] || exit 2 ;;
 esac

@@ -38,7 +38,7 @@ RUN_DIR = OUT / "acquisition-run"
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_raster(parser, 1024)
+    add_raster(parser, 2048)
     add_model_and_device(parser)
     add_tiling(parser)
     parser.add_argument("--mc-passes", type=int, default=5, help="MC dropout passes (default: 5)")

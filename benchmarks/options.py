@@ -21,7 +21,9 @@ def add_model_and_device(parser: argparse.ArgumentParser) -> None:
 
 def add_raster(parser: argparse.ArgumentParser, default_size: int) -> None:
     parser.add_argument(
-        "--raster", type=Path, help=f"raster to use (default: a {default_size}² crop of Dubai tile 8)"
+        "--raster",
+        type=Path,
+        help=f"raster to use (default: a {default_size}² scene from Dubai tile 8, mirrored if larger)",
     )
     parser.add_argument(
         "--size",

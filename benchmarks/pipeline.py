@@ -40,7 +40,7 @@ Batch = tuple[list[Tile], torch.Tensor]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    add_raster(parser, 2048)
+    add_raster(parser, 6000)
     add_model_and_device(parser)
     add_tiling(parser)
     parser.add_argument(
