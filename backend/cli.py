@@ -24,13 +24,13 @@ EXIT_CANCELLED = 130
 
 
 class TerminalProgress:
-    """A one-line progress display on stderr (a line every 10 % when not a terminal)."""
+    """A one-line progress display on stderr (in a log: a line every 10 % or every minute)."""
 
     def __init__(self, label: str, enabled: bool = True):
         self.label, self.enabled = label, enabled
         self.tty = sys.stderr.isatty()
         self.last_decile = -1
-        self.started = time.perf_counter()
+        self.started = self.last_line = time.perf_counter()
 
     def __call__(self, fraction: float, message: str) -> None:
         if not self.enabled:
@@ -43,8 +43,9 @@ class TerminalProgress:
             if fraction >= 1:
                 sys.stderr.write("\n")
             sys.stderr.flush()
-        elif int(fraction * 10) > self.last_decile:
+        elif int(fraction * 10) > self.last_decile or time.perf_counter() - self.last_line > 60:
             self.last_decile = int(fraction * 10)
+            self.last_line = time.perf_counter()
             print(text, file=sys.stderr, flush=True)
 
 
@@ -117,6 +118,83 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--model", type=Path, help="model bundle (default: the bundled land-cover model)")
 
+    train = commands.add_parser(
+        "train",
+        help="train a model bundle from image/label rasters (resumes from its last checkpoint)",
+        description="Settings, data and seed come from the JSON config (see configs/); the best "
+        "bundle on the validation rasters is written to --out as training goes.",
+    )
+    train.add_argument("config", type=Path, help="training config (JSON)")
+    train.add_argument("--out", required=True, type=Path, help="bundle folder to write")
+    train.add_argument("--work", type=Path, help="checkpoints and logs (default: runs/<bundle name>)")
+    train.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    train.add_argument("--steps", type=int, help="override the config's number of steps")
+    train.add_argument("--threads", type=int, help="CPU threads for torch (default: all cores)")
+    train.add_argument("--restart", action="store_true", help="ignore an existing checkpoint")
+
+    bench = commands.add_parser(
+        "benchmark",
+        help="DIAL's protocol with a simulated annotator: mIoU against clicks",
+        description="Writes OUT/benchmark.json, OUT/benchmark.png and OUT/clicks.gpkg.",
+    )
+    bench.add_argument("raster", type=_existing_path)
+    bench.add_argument("--labels", required=True, type=Path, help="reference labels on the raster's grid")
+    bench.add_argument("--model", required=True, type=Path)
+    bench.add_argument("--out", required=True, type=Path)
+    bench.add_argument("--clicks", required=True, type=int, help="click budget")
+    bench.add_argument("--mode", choices=("ac", "disca"), default="ac")
+    bench.add_argument(
+        "--order", choices=("entropy", "random", "margin", "mcdropout", "odin"), default="entropy"
+    )
+    bench.add_argument("--seed", type=int, default=0)
+    bench.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+    bench.add_argument(
+        "--patch-size", type=int, default=256, help="side of the visited patches (default 256)"
+    )
+    bench.add_argument("--class-map", help='JSON re-coding the labels, e.g. \'{"0": 1, "1": 0}\'')
+    _add_disca_options(bench)
+
+    plot = commands.add_parser("plot", help="draw several benchmark runs on one mIoU-against-clicks plot")
+    plot.add_argument("runs", nargs="+", type=Path, help="benchmark.json files (or their folders)")
+    plot.add_argument("--out", required=True, type=Path, help="PNG to write")
+    plot.add_argument("--title")
+
+    session = commands.add_parser("session", help="an interactive session, headless (what the plugin drives)")
+    actions = session.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create_session = actions.add_parser("create", help="start a session on a raster with a model")
+    create_session.add_argument("session", type=Path, help="session GeoPackage to create")
+    create_session.add_argument("--raster", required=True, type=Path)
+    create_session.add_argument("--model", required=True, type=Path)
+    create_session.add_argument(
+        "--starting-weights",
+        type=Path,
+        help="continue from another session's checkpoint or bundle (sequential adaptation)",
+    )
+    for name, text in (("status", "clicks, iterations, checkpoints"), ("undo", "revert the last action")):
+        sub = actions.add_parser(name, help=text)
+        sub.add_argument("session", type=Path)
+    click = actions.add_parser("click", help="add a click (pixel row/col or map x/y in the raster's CRS)")
+    click.add_argument("session", type=Path)
+    click.add_argument("--class", dest="class_name", required=True, help="class name or index")
+    where = click.add_mutually_exclusive_group(required=True)
+    where.add_argument("--pixel", nargs=2, type=int, metavar=("ROW", "COL"))
+    where.add_argument("--xy", nargs=2, type=float, metavar=("X", "Y"))
+    remove = actions.add_parser("remove", help="remove a click by id")
+    remove.add_argument("session", type=Path)
+    remove.add_argument("click_id", type=int)
+    retrain = actions.add_parser("retrain", help="one DISCA round on all clicks")
+    retrain.add_argument("session", type=Path)
+    _add_disca_options(retrain)
+    predict_session = actions.add_parser("predict", help="update the maps (only touched tiles when possible)")
+    predict_session.add_argument("session", type=Path)
+    predict_session.add_argument("--acquisition", choices=ACQUISITIONS, default="entropy")
+    export = actions.add_parser("export", help="write the adapted model as a bundle")
+    export.add_argument("session", type=Path)
+    export.add_argument("--out", required=True, type=Path)
+    for sub in (create_session, click, remove, retrain, predict_session, export, *actions.choices.values()):
+        if not any(a.dest == "device" for a in sub._actions):
+            sub.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+
     info = commands.add_parser("info", help="describe a model bundle or a raster")
     info.add_argument("path", type=Path, help="a model bundle folder or a raster")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -153,6 +231,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         "predict": _predict,
         "info": _info,
         "demo": _demo,
+        "benchmark": _benchmark,
+        "plot": _plot,
+        "session": _session,
+        "train": _train,
         "create-model": _create_model,
     }[args.command]
     try:
@@ -225,6 +307,165 @@ def _demo(args: argparse.Namespace) -> int:
     report = run_demo(args.out, args.raster, args.model, Monitor(TerminalProgress("demo", not args.quiet)))
     _print_report(report)
     print(f"Open {report.out_dir.resolve()} in QGIS (classes.tif, uncertainty.tif, patches.gpkg).")
+    return 0
+
+
+def _add_disca_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("DISCA retraining")
+    group.add_argument("--disca-steps", type=int, help="SGD steps per round (default 10)")
+    group.add_argument("--disca-lr", type=float, help="learning rate")
+    group.add_argument("--disca-lambda", type=float, help="weight of the L1 anchor to the initial prediction")
+    group.add_argument("--click-loss", choices=("ce", "ewdl"), help="cross-entropy (DIAL) or EWDL (SIAL)")
+    group.add_argument(
+        "--dial-settings", action="store_true", help="DIAL's published settings (10 steps, lr 2e-6, λ 1)"
+    )
+
+
+def _disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
+    from dataclasses import replace
+
+    from .disca import DiscaSettings
+
+    settings = DiscaSettings.dial() if args.dial_settings else (base or DiscaSettings())
+    changes = {
+        "steps": args.disca_steps,
+        "learning_rate": args.disca_lr,
+        "anchor_weight": args.disca_lambda,
+        "click_loss": args.click_loss,
+    }
+    return replace(settings, **{k: v for k, v in changes.items() if v is not None})
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from .benchmark import BenchmarkParameters, run_benchmark
+    from .progress import Monitor
+
+    class_map = None
+    if args.class_map:
+        try:
+            class_map = {int(k): int(v) for k, v in json.loads(args.class_map).items()}
+        except (ValueError, AttributeError) as exc:
+            raise UserError(f"--class-map must be a JSON object of label → class index ({exc})") from None
+    params = BenchmarkParameters(
+        raster=args.raster,
+        labels=args.labels,
+        out_dir=args.out,
+        clicks=args.clicks,
+        mode=args.mode,
+        order=args.order,
+        model_dir=args.model,
+        seed=args.seed,
+        device=args.device,
+        patch_size=args.patch_size,
+        class_map=class_map,
+        disca=_disca_settings(args),
+    )
+    result = run_benchmark(params, Monitor(TerminalProgress("benchmark", not args.quiet)))
+    steps = {s["clicks"]: s["miou"] for s in result["steps"]}
+    marks = ", ".join(f"{n} clicks {steps[n]:.2f}" for n in (10, 25, 50) if n in steps)
+    print(
+        f"{result['mode'].upper()} / {result['order']}: mIoU {result['initial_miou']:.2f} → "
+        f"{result['final_miou']:.2f} after {len(result['steps'])} clicks ({marks}); "
+        f"{result['seconds_per_click']} s per click"
+    )
+    print(f"  {args.out / 'benchmark.json'}\n  {args.out / 'benchmark.png'}")
+    return 0
+
+
+def _plot(args: argparse.Namespace) -> int:
+    from .benchmark import BENCHMARK_FILE, plot_runs
+
+    results = []
+    for path in args.runs:
+        path = path / BENCHMARK_FILE if path.is_dir() else path
+        try:
+            results.append(json.loads(path.read_text()))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise UserError(f"cannot read benchmark results {path}: {exc}") from None
+    print(plot_runs(results, args.out, args.title))
+    return 0
+
+
+def _session(args: argparse.Namespace) -> int:
+    from .progress import Monitor
+    from .session import Session
+
+    if args.action == "create":
+        session = Session.create(args.session, args.raster, args.model, args.device, args.starting_weights)
+        print(
+            f"created {args.session} ({session.info.width} × {session.info.height} px, "
+            f"model {session.bundle.card.name})"
+        )
+        return 0
+    session = Session.open(args.session, args.device)
+    progress = Monitor(TerminalProgress(args.action, not args.quiet))
+    if args.action == "status":
+        for it in session.iterations():
+            print(
+                f"iteration {it.iteration}: {it.kind}, {it.clicks} clicks, "
+                f"checkpoint {it.checkpoint or '-'}, "
+                f"mIoU {it.miou if it.miou is not None else '-'}"
+            )
+        for c in session.clicks():
+            print(
+                f"click {c.click_id}: ({c.row}, {c.col}) {c.class_name}, iteration {c.iteration}, {c.source}"
+            )
+    elif args.action == "click":
+        card = session.bundle.card
+        class_id = int(args.class_name) if args.class_name.isdigit() else card.class_index(args.class_name)
+        if class_id is None:
+            raise UserError(f"unknown class '{args.class_name}' ({', '.join(c.name for c in card.classes)})")
+        if args.pixel:
+            stored = session.add_click(args.pixel[0], args.pixel[1], class_id)
+        else:
+            stored = session.add_click_at(args.xy[0], args.xy[1], class_id)
+        print(f"click {stored.click_id} at pixel ({stored.row}, {stored.col}): {stored.class_name}")
+    elif args.action == "remove":
+        session.remove_click(args.click_id)
+        print(f"removed click {args.click_id}")
+    elif args.action == "undo":
+        print(session.undo())
+    elif args.action == "retrain":
+        report = session.retrain(_disca_settings(args, session.settings), progress)
+        print(
+            f"round {session.iteration}: {report.steps} steps on {report.crops} crops, "
+            f"{report.clicks} clicks, "
+            f"{report.seconds:.1f} s, loss {report.losses[0]:.3f} → {report.losses[-1]:.3f}"
+        )
+    elif args.action == "predict":
+        report = session.predict(args.acquisition, progress)
+        _print_report(report)
+    elif args.action == "export":
+        print(f"wrote {session.export_bundle(args.out)}")
+    session.close()
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    import torch
+
+    from .progress import Monitor
+    from .training import CHECKPOINT, TrainingConfig, command_line, train
+
+    config = TrainingConfig.load(args.config)
+    if args.steps is not None:
+        config.steps = args.steps
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    work = args.work or Path("runs") / args.out.name
+    if args.restart:
+        (work / CHECKPOINT).unlink(missing_ok=True)
+    bundle = train(
+        config,
+        args.out,
+        work,
+        args.device,
+        Monitor(TerminalProgress("train", not args.quiet)),
+        command_line(),
+    )
+    validation = bundle.card.provenance.get("validation", {})
+    miou, per_class = validation.get("miou", "n/a"), validation.get("per_class_iou", "")
+    print(f"wrote {args.out}: validation mIoU {miou} {per_class}")
     return 0
 
 

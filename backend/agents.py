@@ -1,0 +1,63 @@
+"""Simulated annotators: where a user who knows the truth would click.
+
+- ``dial_click``: DIAL's agent. One click in a patch, at the centre of the largest connected
+  region where the prediction is wrong, carrying the true class.
+- ``sial_clicks``: SIAL's agent. Per image and iteration, one click per class, at the centre of
+  the largest region of that class that the prediction misses.
+
+"Centre" is the pixel deepest inside the region (the maximum of its distance transform). It
+always lies inside the region, unlike the centroid of a ring-shaped error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+from .clicks import Click
+from .evaluation import LABEL_NODATA
+from .outputs import CLASS_NODATA
+from .tiling import Patch
+
+
+def errors(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
+    """Pixels where a known truth and a valid prediction disagree."""
+    return (truth != LABEL_NODATA) & (predicted != CLASS_NODATA) & (predicted != truth)
+
+
+def region_centre(mask: np.ndarray) -> tuple[int, int] | None:
+    """(row, col) deep inside the largest connected region of ``mask`` (8-connectivity)."""
+    labelled, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if count == 0:
+        return None
+    sizes = np.bincount(labelled.ravel())
+    sizes[0] = 0
+    largest = labelled == sizes.argmax()
+    rows, cols = np.nonzero(largest)
+    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
+    depth = ndimage.distance_transform_edt(np.pad(largest[r0:r1, c0:c1], 1))[1:-1, 1:-1]
+    row, col = np.unravel_index(depth.argmax(), depth.shape)
+    return int(row + r0), int(col + c0)
+
+
+def dial_click(predicted: np.ndarray, truth: np.ndarray, patch: Patch) -> Click | None:
+    """DIAL's click in ``patch``: the largest error region's centre, with the true class."""
+    window = np.s_[patch.row : patch.row + patch.height, patch.col : patch.col + patch.width]
+    centre = region_centre(errors(predicted[window], truth[window]))
+    if centre is None:
+        return None
+    row, col = centre[0] + patch.row, centre[1] + patch.col
+    return Click(row, col, int(truth[row, col]))
+
+
+def sial_clicks(predicted: np.ndarray, truth: np.ndarray, classes: Sequence[int]) -> list[Click]:
+    """SIAL's clicks: for each class, the centre of its largest missed region."""
+    wrong = errors(predicted, truth)
+    clicks = []
+    for class_id in classes:
+        centre = region_centre(wrong & (truth == class_id))
+        if centre is not None:
+            clicks.append(Click(centre[0], centre[1], class_id))
+    return clicks

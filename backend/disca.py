@@ -1,0 +1,230 @@
+"""DISCA: retraining the network on the analyst's clicks (DIAL, Eq. 1).
+
+loss = click term + λ · L1(softmax(f(x; θ)), p₀)
+
+- The click term is cross-entropy at the clicked pixels, averaged over the clicks (DIAL), or
+  SIAL's Error-Weighted Dice Loss.
+- p₀ is the initial model's softmax on the same crop without clicks. That is the map the
+  analyst started from: the anchor keeps far-away pixels where they were.
+
+Training uses square crops around the clicks (all clicks inside a crop count). The click channels
+of a crop are zeroed at random, so the network does not lean on them alone. BatchNorm statistics
+and affine parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast where the
+hardware has it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from .card import ModelCard
+from .clicks import Click, encode_clicks
+from .errors import UserError
+from .losses import anchor_l1, click_cross_entropy, error_weighted_dice
+from .network import freeze_batchnorm, softmax_probabilities
+from .progress import Monitor
+from .raster import RasterSource
+
+CLICK_LOSSES = ("ce", "ewdl")
+
+
+@dataclass(frozen=True)
+class DiscaSettings:
+    steps: int = 10
+    learning_rate: float = 1e-3
+    momentum: float = 0.9
+    anchor_weight: float = 1.0  # λ
+    click_loss: str = "ce"  # "ce" (DIAL) or "ewdl" (SIAL, error weight below)
+    error_weight: float = 5.0
+    drop_clicks: float = 0.5  # chance that a crop's click channels are zeroed at a step
+    crop: int = 256
+    max_crops: int = 8  # crops per round: the newest clicks' first
+    seed: int = 0
+
+    @classmethod
+    def dial(cls) -> DiscaSettings:
+        """DIAL's published settings: 10 SGD steps at 2e-6, λ = 1."""
+        return cls(steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0)
+
+    def check(self) -> None:
+        if self.click_loss not in CLICK_LOSSES:
+            raise UserError(f"click loss must be one of {', '.join(CLICK_LOSSES)}, not {self.click_loss}")
+        if self.steps < 1 or self.learning_rate <= 0 or self.anchor_weight < 0:
+            raise UserError("DISCA needs steps ≥ 1, a positive learning rate and λ ≥ 0")
+        if self.crop % 32:
+            raise UserError(f"the DISCA crop must be a multiple of 32, not {self.crop}")
+
+
+@dataclass
+class RetrainReport:
+    steps: int
+    crops: int
+    clicks: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    click_losses: list[float] = field(default_factory=list)
+    anchor_losses: list[float] = field(default_factory=list)
+
+
+AnchorFunction = Callable[[torch.Tensor], torch.Tensor]
+"""Inputs (B × channels × h × w, click channels zero) → the initial model's probabilities."""
+
+
+def anchor_from(network: nn.Module) -> AnchorFunction:
+    """The anchor p₀ as predicted by ``network`` (the initial model, kept frozen)."""
+    network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return softmax_probabilities(network(x))
+
+    return predict
+
+
+def crop_origins(
+    clicks: Sequence[Click], height: int, width: int, size: int, limit: int
+) -> list[tuple[int, int]]:
+    """Crops centred on clicks, newest first, shifted inside the raster; a click already well
+    inside a crop (a quarter of the crop from its edges, raster borders excepted) gets none."""
+    origins: list[tuple[int, int]] = []
+    margin = size // 4
+
+    def covers(row: int, col: int, click: Click) -> bool:
+        top = 0 if row == 0 else margin
+        left = 0 if col == 0 else margin
+        bottom = 0 if row + size >= height else margin
+        right = 0 if col + size >= width else margin
+        return row + top <= click.row < row + size - bottom and col + left <= click.col < col + size - right
+
+    for click in reversed(clicks):
+        if len(origins) >= limit:
+            break
+        if not any(covers(r, c, click) for r, c in origins):
+            row = min(max(click.row - size // 2, 0), max(height - size, 0))
+            col = min(max(click.col - size // 2, 0), max(width - size, 0))
+            origins.append((row, col))
+    return origins
+
+
+class Disca:
+    """Retrains ``network`` in place on clicks; ``anchor`` gives the initial prediction p₀."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        card: ModelCard,
+        anchor: AnchorFunction,
+        device: torch.device,
+        settings: DiscaSettings | None = None,
+    ):
+        self.network, self.card, self.anchor, self.device = network, card, anchor, device
+        self.settings = settings or DiscaSettings()
+        self.settings.check()
+        self._anchors: dict[tuple[int, int], torch.Tensor] = {}
+        self.rounds = 0
+
+    def _batch(
+        self, source: RasterSource, clicks: Sequence[Click]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs, validity, p₀, clicked-pixel index (sample, row, col) and classes of the crops."""
+        size = self.settings.crop
+        info = source.info
+        origins = crop_origins(clicks, info.height, info.width, size, self.settings.max_crops)
+        inputs, valids, index, classes = [], [], [], []
+        for i, (row, col) in enumerate(origins):
+            image, valid = source.read_normalized(row, col, size, size)
+            channels = encode_clicks(
+                clicks, row, col, size, size, self.card.n_classes, self.card.clicks.radius
+            )
+            inputs.append(np.concatenate([image, channels]) if self.card.clicks.enabled else image)
+            valids.append(valid)
+            for click in clicks:
+                if row <= click.row < row + size and col <= click.col < col + size:
+                    index.append((i, click.row - row, click.col - col))
+                    classes.append(click.class_id)
+        x = torch.from_numpy(np.stack(inputs)).to(self.device).contiguous(memory_format=torch.channels_last)
+        anchors = []
+        for i, origin in enumerate(origins):
+            if origin not in self._anchors:
+                plain = x[i : i + 1].clone()
+                plain[:, self.card.n_bands :] = 0.0
+                self._anchors[origin] = self.anchor(plain)[0]
+            anchors.append(self._anchors[origin])
+        return (
+            x,
+            torch.from_numpy(np.stack(valids)).to(self.device),
+            torch.stack(anchors),
+            torch.tensor(index, dtype=torch.long, device=self.device),
+            torch.tensor(classes, dtype=torch.long, device=self.device),
+        )
+
+    def retrain(
+        self, source: RasterSource, clicks: Sequence[Click], monitor: Monitor | None = None
+    ) -> RetrainReport:
+        """One round: ``settings.steps`` SGD steps on crops around ``clicks`` (newest last)."""
+        monitor = monitor or Monitor()
+        settings = self.settings
+        started = time.perf_counter()
+        if not clicks:
+            raise UserError("no clicks to learn from: add some clicks first")
+        x, valid, p0, index, classes = self._batch(source, clicks)
+        network = self.network
+        network.train()
+        for parameter in network.parameters():
+            parameter.requires_grad_(True)
+        freeze_batchnorm(network)
+        parameters = [p for p in network.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(parameters, lr=settings.learning_rate, momentum=settings.momentum)
+        generator = torch.Generator().manual_seed(settings.seed * 7919 + self.rounds)
+        dtype = _autocast_dtype(self.device)
+        report = RetrainReport(settings.steps, x.shape[0], len(clicks), 0.0)
+        try:
+            for step in range(settings.steps):
+                monitor.check()
+                inputs = x
+                if self.card.clicks.enabled and settings.drop_clicks > 0:
+                    drop = torch.rand(x.shape[0], generator=generator) < settings.drop_clicks
+                    if drop.any():
+                        inputs = x.clone()
+                        inputs[drop.to(self.device), self.card.n_bands :] = 0.0
+                with torch.autocast(
+                    self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+                ):
+                    logits = network(inputs)
+                logits = logits.float()
+                if settings.click_loss == "ewdl":
+                    click_term = error_weighted_dice(logits, index, classes, settings.error_weight)
+                else:
+                    click_term = click_cross_entropy(logits, index, classes)
+                probabilities = logits.softmax(dim=1)
+                mask = valid[:, None].expand_as(probabilities)
+                anchor_term = anchor_l1(probabilities[mask], p0[mask])
+                loss = click_term + settings.anchor_weight * anchor_term
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                report.losses.append(loss.item())
+                report.click_losses.append(click_term.item())
+                report.anchor_losses.append(anchor_term.item())
+                monitor.report((step + 1) / settings.steps, f"retraining step {step + 1}/{settings.steps}")
+        finally:
+            network.eval()
+            for parameter in network.parameters():
+                parameter.requires_grad_(False)
+        self.rounds += 1
+        report.seconds = time.perf_counter() - started
+        return report
+
+
+def _autocast_dtype(device: torch.device) -> torch.dtype | None:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None

@@ -1,0 +1,565 @@
+"""An interactive session: a raster, a model, the analyst's clicks and the model's history.
+
+Everything lives next to one GeoPackage (QGIS opens and edits it natively):
+
+- ``<name>.gpkg``, with these layers:
+  - ``clicks``: points with class, iteration, time and source;
+  - ``patches``: the ranked queue with a status;
+  - ``iterations``: one row per model version (checkpoint, metrics, timings);
+  - ``actions``: the undo log;
+  - ``session``: settings.
+- ``<name>.checkpoints/``: the weights after each retraining round (safetensors).
+- ``<name>.outputs/``: the latest class map, uncertainty and patches, with the per-tile cache
+  that makes a click's update cost only the tiles it touches.
+
+**Never losing work.** Every change is one SQLite transaction. A checkpoint file is complete (written
+to a temporary name, then renamed) before the transaction that refers to it commits. Opening
+the session removes files no row refers to. So a process killed at any moment leaves either the
+state before the action or the state after it, and the last good checkpoint is always usable.
+
+**Undo.** It reverts the last action: a click added or removed, or a retraining round, which
+brings the previous weights back exactly.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from osgeo import ogr, osr
+
+from . import __version__
+from .bundle import ModelBundle, load_bundle, save_bundle, sha256_of
+from .clicks import Click
+from .disca import Disca, DiscaSettings, RetrainReport, anchor_from
+from .errors import UserError
+from .predict import PredictParameters, PredictReport, run_predict
+from .progress import Monitor
+from .raster import RasterInfo, RasterSource, inspect_raster
+from .runtime import resolve_device
+
+ogr.UseExceptions()
+
+SESSION_FORMAT = 1
+KEEP_CHECKPOINTS = 10
+"""Retraining rounds that can be undone; older checkpoints are deleted to bound disk use."""
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
+
+
+@dataclass(frozen=True)
+class StoredClick:
+    click_id: int
+    row: int
+    col: int
+    class_id: int
+    class_name: str
+    iteration: int
+    created: str
+    source: str
+
+    def as_click(self) -> Click:
+        return Click(self.row, self.col, self.class_id, self.click_id)
+
+
+@dataclass(frozen=True)
+class Iteration:
+    iteration: int
+    kind: str  # "start" or "retrain"
+    clicks: int
+    checkpoint: str  # file name in the checkpoints folder ("" for the starting weights)
+    sha256: str
+    miou: float | None
+    train_seconds: float | None
+    created: str
+    details: str  # JSON: settings and losses of the round
+
+
+class SessionStore:
+    """The GeoPackage itself: typed reads and transactional writes, nothing else."""
+
+    def __init__(self, path: Path, source: ogr.DataSource):
+        self.path, self.source = path, source
+
+    @classmethod
+    def create(cls, path: Path, info: RasterInfo, metadata: dict[str, Any]) -> SessionStore:
+        if path.exists():
+            raise UserError(f"{path} already exists: open it, or choose another session file")
+        driver = ogr.GetDriverByName("GPKG")
+        source = driver.CreateDataSource(str(path))
+        srs = None
+        if info.crs is not None:
+            srs = osr.SpatialReference()
+            srs.ImportFromWkt(info.crs.to_wkt())
+            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        layers = {
+            "clicks": (srs, ogr.wkbPoint, [("click_id", ogr.OFTInteger), ("class_id", ogr.OFTInteger),
+                                           ("class_name", ogr.OFTString), ("iteration", ogr.OFTInteger),
+                                           ("created", ogr.OFTString), ("source", ogr.OFTString),
+                                           ("row", ogr.OFTInteger), ("col", ogr.OFTInteger)]),
+            "patches": (srs, ogr.wkbPolygon, [("patch_id", ogr.OFTInteger), ("rank", ogr.OFTInteger),
+                                              ("score", ogr.OFTReal), ("status", ogr.OFTString)]),
+            "iterations": (None, ogr.wkbNone, [("iteration", ogr.OFTInteger), ("kind", ogr.OFTString),
+                                               ("clicks", ogr.OFTInteger), ("checkpoint", ogr.OFTString),
+                                               ("sha256", ogr.OFTString), ("miou", ogr.OFTReal),
+                                               ("train_seconds", ogr.OFTReal), ("created", ogr.OFTString),
+                                               ("details", ogr.OFTString)]),
+            "actions": (None, ogr.wkbNone, [("kind", ogr.OFTString), ("payload", ogr.OFTString),
+                                            ("created", ogr.OFTString)]),
+            "session": (None, ogr.wkbNone, [("key", ogr.OFTString), ("value", ogr.OFTString)]),
+        }  # fmt: skip
+        for name, (layer_srs, geometry, fields) in layers.items():
+            layer = source.CreateLayer(name, layer_srs, geometry, options=["FID=fid"])
+            for field_name, kind in fields:
+                layer.CreateField(ogr.FieldDefn(field_name, kind))
+        source = None  # closing writes the tables OGR creates lazily; transactions need them all
+        store = cls.open(path)
+        with store.transaction():
+            for key, value in metadata.items():
+                store._insert("session", {"key": key, "value": json.dumps(value)})
+        return store
+
+    @classmethod
+    def open(cls, path: Path) -> SessionStore:
+        if not path.is_file():
+            raise UserError(f"session not found: {path}")
+        try:
+            source = ogr.Open(str(path), 1)
+        except RuntimeError as exc:
+            raise UserError(f"{path} is not a session GeoPackage ({exc})") from None
+        if source is None or source.GetLayerByName("iterations") is None:
+            raise UserError(f"{path} is not a session GeoPackage (no 'iterations' table)")
+        return cls(path, source)
+
+    def close(self) -> None:
+        self.source = None
+
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        self.source.StartTransaction()
+        try:
+            yield
+        except BaseException:
+            self.source.RollbackTransaction()
+            raise
+        self.source.CommitTransaction()
+
+    # ------------------------------------------------------------------ rows
+
+    def _layer(self, name: str) -> ogr.Layer:
+        return self.source.GetLayerByName(name)
+
+    def _insert(self, layer_name: str, values: dict[str, Any], geometry: ogr.Geometry | None = None) -> int:
+        layer = self._layer(layer_name)
+        feature = ogr.Feature(layer.GetLayerDefn())
+        for key, value in values.items():
+            if value is not None:
+                feature.SetField(key, value)
+        if geometry is not None:
+            feature.SetGeometry(geometry)
+        layer.CreateFeature(feature)
+        return feature.GetFID()
+
+    def _rows(self, layer_name: str) -> list[dict[str, Any]]:
+        layer = self._layer(layer_name)
+        layer.ResetReading()
+        rows = []
+        for feature in layer:
+            row = feature.items()
+            row["fid"] = feature.GetFID()
+            rows.append(row)
+        return sorted(rows, key=lambda r: r["fid"])
+
+    def metadata(self) -> dict[str, Any]:
+        return {row["key"]: json.loads(row["value"]) for row in self._rows("session")}
+
+    def clicks(self) -> list[StoredClick]:
+        """In the order they were made (a restored click keeps its place)."""
+        clicks = [
+            StoredClick(r["click_id"], r["row"], r["col"], r["class_id"], r["class_name"], r["iteration"],
+                        r["created"], r["source"])
+            for r in self._rows("clicks")
+        ]  # fmt: skip
+        return sorted(clicks, key=lambda c: c.click_id)
+
+    def iterations(self) -> list[Iteration]:
+        return [
+            Iteration(r["iteration"], r["kind"], r["clicks"], r["checkpoint"] or "", r["sha256"] or "",
+                      r["miou"], r["train_seconds"], r["created"], r["details"] or "{}")
+            for r in self._rows("iterations")
+        ]  # fmt: skip
+
+    def actions(self) -> list[dict[str, Any]]:
+        return self._rows("actions")
+
+    def insert_click(self, click: StoredClick, point: ogr.Geometry) -> None:
+        self._insert("clicks", asdict(click), point)
+
+    def delete_click(self, click_id: int) -> None:
+        for row in self._rows("clicks"):
+            if row["click_id"] == click_id:
+                self._layer("clicks").DeleteFeature(row["fid"])
+                return
+        raise UserError(f"no click {click_id} in this session")
+
+    def insert_iteration(self, iteration: Iteration) -> None:
+        self._insert("iterations", asdict(iteration))
+
+    def delete_iteration(self, iteration: int) -> None:
+        for row in self._rows("iterations"):
+            if row["iteration"] == iteration:
+                self._layer("iterations").DeleteFeature(row["fid"])
+
+    def set_miou(self, iteration: int, miou: float) -> None:
+        layer = self._layer("iterations")
+        for row in self._rows("iterations"):
+            if row["iteration"] == iteration:
+                feature = layer.GetFeature(row["fid"])
+                feature.SetField("miou", miou)
+                layer.SetFeature(feature)
+
+    def push_action(self, kind: str, payload: dict[str, Any]) -> None:
+        self._insert("actions", {"kind": kind, "payload": json.dumps(payload), "created": _now()})
+
+    def pop_action(self) -> dict[str, Any] | None:
+        actions = self.actions()
+        if not actions:
+            return None
+        last = actions[-1]
+        self._layer("actions").DeleteFeature(last["fid"])
+        return {"kind": last["kind"], "payload": json.loads(last["payload"])}
+
+    def replace_patches(self, rows: Sequence[tuple[int, int, float, str, ogr.Geometry]]) -> None:
+        layer = self._layer("patches")
+        for row in self._rows("patches"):
+            layer.DeleteFeature(row["fid"])
+        for patch_id, rank, score, status, polygon in rows:
+            self._insert(
+                "patches", {"patch_id": patch_id, "rank": rank, "score": score, "status": status}, polygon
+            )
+
+
+class Session:
+    """The engine side of the analyst's loop: click, update, retrain, undo, export."""
+
+    def __init__(self, path: Path, store: SessionStore, device: torch.device):
+        self.path = path
+        self.store = store
+        self.device = device
+        meta = store.metadata()
+        self.raster = Path(meta["raster"])
+        self.model_dir = Path(meta["model"])
+        self.info = inspect_raster(self.raster)
+        self.settings = DiscaSettings(**meta.get("disca", {}))
+        self.checkpoints = path.with_suffix(".checkpoints")
+        self.outputs = path.with_suffix(".outputs")
+        self.bundle = load_bundle(self.model_dir)
+        # The anchor p₀ comes from the weights the session started with.
+        self._anchor_network = load_bundle(self.model_dir).network
+        if meta.get("starting_weights"):
+            _load_state(self._anchor_network, Path(meta["starting_weights"]))
+        self._anchor_network.to(device)
+        self.bundle.network.to(device)
+        self._disca: Disca | None = None
+        self._remove_orphans()
+        self._load_weights(self.current_checkpoint())
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @classmethod
+    def create(
+        cls,
+        path: str | Path,
+        raster: str | Path,
+        model_dir: str | Path,
+        device: str = "auto",
+        starting_weights: str | Path | None = None,
+        settings: DiscaSettings | None = None,
+    ) -> Session:
+        """A new session. ``starting_weights`` (a checkpoint or bundle weights file) continues the
+        adaptation of an earlier image instead of starting from the bundle (DIAL's sequential
+        learning)."""
+        path = Path(path)
+        info = inspect_raster(raster)
+        bundle = load_bundle(model_dir)
+        if starting_weights is not None and Path(starting_weights).is_dir():  # another bundle
+            starting_weights = Path(starting_weights) / load_bundle(starting_weights).card.weights_file
+        with RasterSource(raster, bundle.card.input):
+            pass  # checks the band count against the model
+        metadata = {
+            "format": SESSION_FORMAT,
+            "engine": __version__,
+            "raster": str(Path(raster).resolve()),
+            "model": str(Path(model_dir).resolve()),
+            "model_sha256": bundle.card.weights_sha256,
+            "starting_weights": str(Path(starting_weights).resolve()) if starting_weights else None,
+            "disca": asdict(settings or DiscaSettings()),
+            "created": _now(),
+        }
+        path.parent.mkdir(parents=True, exist_ok=True)
+        store = SessionStore.create(path, info, metadata)
+        with store.transaction():
+            store.insert_iteration(Iteration(0, "start", 0, "", "", None, None, _now(), "{}"))
+        return cls(path, store, resolve_device(device))
+
+    @classmethod
+    def open(cls, path: str | Path, device: str = "auto") -> Session:
+        path = Path(path)
+        return cls(path, SessionStore.open(path), resolve_device(device))
+
+    def close(self) -> None:
+        self.store.close()
+
+    # ------------------------------------------------------------------ state
+
+    def clicks(self) -> list[StoredClick]:
+        return self.store.clicks()
+
+    def click_list(self) -> list[Click]:
+        return [c.as_click() for c in self.clicks()]
+
+    def iterations(self) -> list[Iteration]:
+        return self.store.iterations()
+
+    @property
+    def iteration(self) -> int:
+        return self.iterations()[-1].iteration
+
+    def current_checkpoint(self) -> Path | None:
+        name = self.iterations()[-1].checkpoint
+        return self.checkpoints / name if name else None
+
+    def model_key(self) -> str:
+        """Identifies the current weights (for the prediction cache)."""
+        last = self.iterations()[-1]
+        return (
+            last.sha256
+            or f"{self.bundle.card.weights_sha256}:{self.store.metadata().get('starting_weights')}"
+        )
+
+    # ------------------------------------------------------------------ clicks
+
+    def add_click(self, row: int, col: int, class_id: int, source: str = "user") -> StoredClick:
+        if not (0 <= row < self.info.height and 0 <= col < self.info.width):
+            raise UserError(
+                f"pixel ({row}, {col}) is outside the raster ({self.info.width} × {self.info.height})"
+            )
+        if not 0 <= class_id < self.bundle.card.n_classes:
+            raise UserError(f"class {class_id} is not a class of the model")
+        existing = self.clicks()
+        click = StoredClick(
+            click_id=max((c.click_id for c in existing), default=0) + 1,
+            row=row,
+            col=col,
+            class_id=class_id,
+            class_name=self.bundle.card.classes[class_id].name,
+            iteration=self.iteration,
+            created=_now(),
+            source=source,
+        )
+        with self.store.transaction():
+            self.store.insert_click(click, self._point(row, col))
+            self.store.push_action("add_click", {"click_id": click.click_id})
+        return click
+
+    def add_click_at(self, x: float, y: float, class_id: int, source: str = "user") -> StoredClick:
+        """A click at map coordinates in the raster's CRS (QGIS's pixel convention without CRS)."""
+        col, row = ~self.info.map_transform * (x, y)
+        return self.add_click(int(row // 1), int(col // 1), class_id, source)
+
+    def remove_click(self, click_id: int) -> None:
+        click = next((c for c in self.clicks() if c.click_id == click_id), None)
+        if click is None:
+            raise UserError(f"no click {click_id} in this session")
+        with self.store.transaction():
+            self.store.delete_click(click_id)
+            self.store.push_action("remove_click", asdict(click))
+
+    def _point(self, row: int, col: int) -> ogr.Geometry:
+        x, y = self.info.map_transform * (col + 0.5, row + 0.5)
+        point = ogr.Geometry(ogr.wkbPoint)
+        point.AddPoint_2D(x, y)
+        return point
+
+    # ------------------------------------------------------------------ model
+
+    def retrain(self, settings: DiscaSettings | None = None, monitor: Monitor | None = None) -> RetrainReport:
+        """One DISCA round on every click so far; the new weights become a checkpoint."""
+        clicks = self.click_list()
+        if not clicks:
+            raise UserError("no clicks to learn from: add some clicks first")
+        if settings is not None:
+            self.settings = settings
+        disca = self._disca_engine()
+        disca.settings = self.settings
+        self.settings.check()
+        with RasterSource(self.raster, self.bundle.card.input) as source:
+            try:
+                report = disca.retrain(source, clicks, monitor)
+            except BaseException:
+                self._load_weights(self.current_checkpoint())  # the last good weights, untouched
+                raise
+        iteration = self.iteration + 1
+        self.checkpoints.mkdir(exist_ok=True)
+        name = f"round-{iteration:04d}.safetensors"
+        _save_state(self.bundle.network, self.checkpoints / name)
+        details = {"settings": asdict(self.settings), "losses": report.losses, "crops": report.crops}
+        record = Iteration(iteration, "retrain", len(clicks), name, sha256_of(self.checkpoints / name), None,
+                           round(report.seconds, 3), _now(), json.dumps(details))  # fmt: skip
+        with self.store.transaction():
+            self.store.insert_iteration(record)
+            self.store.push_action("retrain", {"iteration": iteration})
+        self._prune_checkpoints()
+        return report
+
+    def _disca_engine(self) -> Disca:
+        if self._disca is None:
+            self._disca = Disca(
+                self.bundle.network,
+                self.bundle.card,
+                anchor_from(self._anchor_network),
+                self.device,
+                self.settings,
+            )
+        return self._disca
+
+    def _load_weights(self, checkpoint: Path | None) -> None:
+        if checkpoint is None:
+            if self.store.metadata().get("starting_weights"):
+                _load_state(self.bundle.network, Path(self.store.metadata()["starting_weights"]))
+            else:
+                fresh = load_bundle(self.model_dir).network
+                self.bundle.network.load_state_dict(fresh.state_dict())
+        else:
+            _load_state(self.bundle.network, checkpoint)
+        self.bundle.network.to(self.device).eval()
+
+    def _prune_checkpoints(self) -> None:
+        keep = {i.checkpoint for i in self.iterations()[-(KEEP_CHECKPOINTS + 1) :] if i.checkpoint}
+        for path in self.checkpoints.glob("round-*.safetensors"):
+            if path.name not in keep:
+                path.unlink()
+
+    def _remove_orphans(self) -> None:
+        """Files a crash left behind: temporary writes and checkpoints no row refers to."""
+        if not self.checkpoints.is_dir():
+            return
+        referenced = {i.checkpoint for i in self.iterations() if i.checkpoint}
+        for path in self.checkpoints.iterdir():
+            if path.name not in referenced:
+                path.unlink()
+
+    # ------------------------------------------------------------------ undo
+
+    def undo(self) -> str:
+        """Revert the last action; returns what was undone."""
+        with self.store.transaction():
+            action = self.store.pop_action()
+            if action is None:
+                raise UserError("nothing to undo")
+            kind, payload = action["kind"], action["payload"]
+            if kind == "add_click":
+                self.store.delete_click(payload["click_id"])
+                message = f"removed click {payload['click_id']}"
+            elif kind == "remove_click":
+                click = StoredClick(**payload)
+                self.store.insert_click(click, self._point(click.row, click.col))
+                message = f"restored click {click.click_id}"
+            else:
+                iterations = self.iterations()
+                previous = iterations[-2] if len(iterations) > 1 else None
+                if previous is None or (
+                    previous.checkpoint and not (self.checkpoints / previous.checkpoint).exists()
+                ):
+                    raise UserError(f"only the last {KEEP_CHECKPOINTS} retraining rounds can be undone")
+                self.store.delete_iteration(payload["iteration"])
+                message = f"undid retraining round {payload['iteration']}"
+        if kind == "retrain":
+            (self.checkpoints / f"round-{payload['iteration']:04d}.safetensors").unlink(missing_ok=True)
+            self._load_weights(self.current_checkpoint())
+        return message
+
+    # ------------------------------------------------------------------ outputs
+
+    def predict(
+        self, acquisition: str = "entropy", monitor: Monitor | None = None, **options: Any
+    ) -> PredictReport:
+        """Class map, uncertainty and patches for the current weights and clicks.
+
+        Only the tiles that changed clicks touch are recomputed when the weights are unchanged.
+        """
+        report = run_predict(
+            PredictParameters(
+                raster=self.raster,
+                out_dir=self.outputs,
+                bundle=self.bundle,
+                model_key=self.model_key(),
+                click_list=self.click_list(),
+                acquisition=acquisition,
+                device=str(self.device),
+                cache=True,
+                **options,
+            ),
+            monitor,
+        )
+        self._store_patches(report)
+        return report
+
+    def _store_patches(self, report: PredictReport) -> None:
+        source = ogr.Open(str(report.patches))
+        layer = source.GetLayerByName("patches")
+        rows = [
+            (f["patch_id"], f["rank"], f["score"], f["status"], f.GetGeometryRef().Clone()) for f in layer
+        ]
+        source = None
+        with self.store.transaction():
+            self.store.replace_patches(rows)
+
+    def record_miou(self, miou: float) -> None:
+        with self.store.transaction():
+            self.store.set_miou(self.iteration, miou)
+
+    def export_bundle(self, directory: str | Path) -> Path:
+        """The adapted model as a bundle that loads like any other."""
+        card = self.bundle.card
+        provenance = dict(card.provenance)
+        provenance["adapted"] = {
+            "from_model": card.name,
+            "from_sha256": card.weights_sha256,
+            "raster": str(self.raster),
+            "clicks": len(self.clicks()),
+            "rounds": self.iteration,
+            "disca": asdict(self.settings),
+            "exported": _now(),
+        }
+        adapted = card.with_updates(name=f"{card.name}-adapted", provenance=provenance)
+        return save_bundle(ModelBundle(adapted, self.bundle.network), directory, dtype="float32")
+
+
+def _save_state(network: torch.nn.Module, path: Path) -> None:
+    """Weights (float32) written atomically: a checkpoint file is either complete or absent."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(path.name + ".tmp")
+    save_file({k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}, str(tmp))
+    os.replace(tmp, path)
+
+
+def _load_state(network: torch.nn.Module, path: Path) -> None:
+    from safetensors.torch import load_file
+
+    try:
+        state = load_file(str(path))
+    except Exception as exc:
+        raise UserError(f"cannot read weights {path}: {exc}") from None
+    expected = network.state_dict()
+    network.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

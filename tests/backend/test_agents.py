@@ -1,0 +1,46 @@
+import numpy as np
+
+from backend.agents import dial_click, errors, region_centre, sial_clicks
+from backend.clicks import Click
+from backend.tiling import Patch
+
+
+def test_the_centre_of_a_ring_lies_on_the_ring():
+    rows, cols = np.mgrid[0:61, 0:61]
+    radius = np.hypot(rows - 30, cols - 30)
+    ring = (radius > 20) & (radius < 28)
+    row, col = region_centre(ring)
+    assert ring[row, col]  # a centroid would fall in the hole
+
+
+def test_the_largest_region_wins():
+    mask = np.zeros((50, 50), dtype=bool)
+    mask[2:6, 2:6] = True
+    mask[20:40, 10:30] = True
+    row, col = region_centre(mask)
+    assert 20 <= row < 40 and 10 <= col < 30
+    assert region_centre(np.zeros((5, 5), dtype=bool)) is None
+
+
+def test_dial_clicks_the_largest_error_of_the_patch_with_the_true_class():
+    truth = np.zeros((100, 100), dtype=np.uint8)
+    truth[60:90, 60:90] = 3
+    predicted = np.zeros_like(truth)
+    predicted[10:14, 10:14] = 2  # a small error in the first patch
+    truth[95:, :] = 255  # ignored labels never count
+    predicted[95:, :] = 4
+    assert dial_click(predicted, truth, Patch(0, 0, 0, 50, 50)) == Click(11, 11, 0)
+    click = dial_click(predicted, truth, Patch(3, 50, 50, 50, 50))
+    assert 60 <= click.row < 90 and 60 <= click.col < 90 and click.class_id == 3
+    assert dial_click(truth, truth, Patch(0, 0, 0, 100, 100)) is None
+
+
+def test_sial_clicks_once_per_class_on_that_class_errors():
+    truth = np.zeros((60, 60), dtype=np.uint8)
+    truth[:, 30:] = 1
+    truth[40:, :10] = 2
+    predicted = np.ones_like(truth)  # class 0 and 2 wrong everywhere, class 1 right
+    clicks = sial_clicks(predicted, truth, classes=[0, 1, 2])
+    assert [c.class_id for c in clicks] == [0, 2]
+    for c in clicks:
+        assert truth[c.row, c.col] == c.class_id and errors(predicted, truth)[c.row, c.col]

@@ -1,0 +1,113 @@
+import copy
+
+import numpy as np
+import pytest
+import torch
+
+from backend.bundle import load_bundle
+from backend.clicks import Click
+from backend.disca import Disca, DiscaSettings, anchor_from, crop_origins
+from backend.errors import UserError
+from backend.raster import RasterSource
+from backend.sample_scene import write_scene
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene(tmp_path_factory.mktemp("disca"), size=384, seed=3)
+
+
+def plain_probabilities(network, card, source, size=384):
+    """Network softmax on the whole (small) raster without click channels."""
+    image, _ = source.read_normalized(0, 0, size, size)
+    x = np.concatenate([image, np.zeros((card.n_classes, size, size), np.float32)])[None]
+    with torch.inference_mode():
+        return network.eval()(torch.from_numpy(x)).softmax(1)[0].numpy()
+
+
+def wrong_clicks(network, card, source, n=6, seed=0):
+    """Clicks whose class differs from what the network predicts there."""
+    p = plain_probabilities(network, card, source)
+    predicted = p.argmax(0)
+    rng = np.random.default_rng(seed)
+    clicks = []
+    for row, col in rng.integers(40, 344, (n, 2)):
+        wrong = (predicted[row, col] + 1 + rng.integers(0, card.n_classes - 1)) % card.n_classes
+        clicks.append(Click(int(row), int(col), int(wrong)))
+    return clicks
+
+
+def retrained(bundle, source, clicks, **settings):
+    network = copy.deepcopy(bundle.network)
+    anchor = anchor_from(copy.deepcopy(bundle.network))
+    disca = Disca(network, bundle.card, anchor, torch.device("cpu"), DiscaSettings(crop=128, **settings))
+    report = disca.retrain(source, clicks)
+    return network, report
+
+
+def clicked_error(network, card, source, clicks):
+    p = plain_probabilities(network, card, source)
+    ce = np.mean([-np.log(p[c.class_id, c.row, c.col] + 1e-12) for c in clicks])
+    right = np.mean([p[:, c.row, c.col].argmax() == c.class_id for c in clicks])
+    return ce, right
+
+
+@pytest.mark.parametrize("loss,rate", [("ce", 0.02), ("ewdl", 0.1)])  # Dice's gradients are smaller
+def test_disca_lowers_the_error_at_the_clicked_pixels(scene, fast_model, loss, rate):
+    bundle = load_bundle(fast_model)
+    with RasterSource(scene.image, bundle.card.input) as source:
+        clicks = wrong_clicks(bundle.network, bundle.card, source)
+        before = clicked_error(bundle.network, bundle.card, source, clicks)
+        network, report = retrained(bundle, source, clicks, steps=15, learning_rate=rate, click_loss=loss)
+        after = clicked_error(network, bundle.card, source, clicks)
+    assert before[1] == 0.0  # every click starts wrong
+    assert after[1] >= 0.5  # at least half of them are now right
+    assert after[0] < before[0] * 0.9  # and the clicked classes are more likely everywhere clicked
+    assert report.steps == 15 and report.clicks == 6 and len(report.losses) == 15
+
+
+def test_the_anchor_keeps_far_pixels_closer_to_the_initial_prediction(scene, fast_model):
+    bundle = load_bundle(fast_model)
+    with RasterSource(scene.image, bundle.card.input) as source:
+        clicks = wrong_clicks(bundle.network, bundle.card, source, n=4, seed=1)
+        initial = plain_probabilities(bundle.network, bundle.card, source)
+        rows, cols = np.mgrid[0:384, 0:384]
+        far = np.ones((384, 384), dtype=bool)
+        for c in clicks:
+            far &= (rows - c.row) ** 2 + (cols - c.col) ** 2 > 40**2
+        changes = {}
+        for weight in (0.0, 5.0):
+            network, _ = retrained(
+                bundle, source, clicks, steps=10, learning_rate=0.02, anchor_weight=weight, seed=3
+            )
+            changes[weight] = np.abs(plain_probabilities(network, bundle.card, source) - initial)[
+                :, far
+            ].mean()
+    assert far.mean() > 0.5
+    assert changes[5.0] < changes[0.0]
+
+
+def test_batchnorm_statistics_stay_frozen(scene, fast_model):
+    bundle = load_bundle(fast_model)
+    stats = {k: v.clone() for k, v in bundle.network.state_dict().items() if "running" in k}
+    with RasterSource(scene.image, bundle.card.input) as source:
+        network, _ = retrained(bundle, source, [Click(100, 100, 2)], steps=3, learning_rate=0.05)
+    after = network.state_dict()
+    assert all(torch.equal(stats[k], after[k]) for k in stats)
+    assert not network.training and not any(p.requires_grad for p in network.parameters())
+
+
+def test_crops_follow_the_newest_clicks_and_stay_inside():
+    clicks = [Click(5, 5, 0), Click(10, 12, 1), Click(300, 380, 2), Click(310, 390, 3)]
+    origins = crop_origins(clicks, 400, 400, 128, limit=8)
+    assert origins == [(246, 272), (0, 0)]  # newest first, shifted inside; nearby clicks share a crop
+    assert crop_origins(clicks, 400, 400, 128, limit=1) == [(246, 272)]
+
+
+def test_dial_settings_and_validation():
+    dial = DiscaSettings.dial()
+    assert (dial.steps, dial.learning_rate, dial.anchor_weight) == (10, 2e-6, 1.0)
+    with pytest.raises(UserError, match="click loss"):
+        DiscaSettings(click_loss="focal").check()
+    with pytest.raises(UserError, match="learning rate"):
+        DiscaSettings(learning_rate=0).check()

@@ -1,0 +1,167 @@
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+
+from backend.bundle import load_bundle
+from backend.disca import DiscaSettings
+from backend.errors import UserError
+from backend.sample_scene import write_scene
+from backend.session import Session
+from tests.helpers import REPO
+
+QUICK = DiscaSettings(steps=3, learning_rate=0.01, crop=128)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene(tmp_path_factory.mktemp("session-scene"), size=384, seed=5)
+
+
+@pytest.fixture
+def session(tmp_path, scene, small_tile_model):
+    s = Session.create(tmp_path / "work.gpkg", scene.image, small_tile_model, "cpu", settings=QUICK)
+    yield s
+    s.close()
+
+
+def weights(network):
+    return {k: v.detach().clone() for k, v in network.state_dict().items()}
+
+
+def same(a, b):
+    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def click_set(session):
+    return [(c.click_id, c.row, c.col, c.class_id) for c in session.clicks()]
+
+
+def test_clicks_are_stored_with_class_iteration_and_map_position(session, scene):
+    first = session.add_click(10, 20, 3)
+    second = session.add_click_at(300_000 + 100.25, 2_780_000 - 50.75, 4)  # map x/y, 0.5 m pixels
+    assert (second.row, second.col) == (101, 200)
+    assert (first.class_name, first.iteration, first.source) == ("vegetation", 0, "user")
+    reopened = Session.open(session.path, "cpu")
+    assert click_set(reopened) == [(1, 10, 20, 3), (2, 101, 200, 4)]
+    from osgeo import ogr
+
+    store = ogr.Open(str(session.path))  # keep the dataset alive while its layer is used
+    layer = store.GetLayerByName("clicks")
+    assert layer.GetSpatialRef().GetAuthorityCode(None) == "32640" and layer.GetFeatureCount() == 2
+
+
+def test_undo_restores_exactly_the_previous_checkpoint_and_click_set(session):
+    base = weights(session.bundle.network)
+    session.add_click(50, 60, 1)
+    session.add_click(200, 220, 4)
+    before_round = (weights(session.bundle.network), click_set(session))
+    report = session.retrain()
+    assert report.clicks == 2 and session.iteration == 1
+    assert session.current_checkpoint().is_file()
+    assert not same(weights(session.bundle.network), base)
+
+    assert session.undo() == "undid retraining round 1"
+    assert same(weights(session.bundle.network), before_round[0]) and same(before_round[0], base)
+    assert click_set(session) == before_round[1] and session.iteration == 0
+
+    session.retrain()
+    after_round = weights(session.bundle.network)
+    session.add_click(300, 10, 2)
+    assert session.undo() == "removed click 3"
+    assert click_set(session) == before_round[1]
+    assert same(weights(session.bundle.network), after_round)
+
+    session.remove_click(1)
+    assert session.undo() == "restored click 1"
+    assert click_set(session) == before_round[1]
+    reopened = Session.open(session.path, "cpu")  # the same state from disk
+    assert same(weights(reopened.bundle.network), after_round) and click_set(reopened) == before_round[1]
+
+
+def test_nothing_to_undo_and_bad_clicks(session):
+    with pytest.raises(UserError, match="nothing to undo"):
+        session.undo()
+    with pytest.raises(UserError, match="outside the raster"):
+        session.add_click(384, 0, 1)
+    with pytest.raises(UserError, match="not a class"):
+        session.add_click(0, 0, 9)
+    with pytest.raises(UserError, match="no clicks to learn from"):
+        session.retrain()
+
+
+def test_a_click_updates_only_the_tiles_it_touches(session):
+    first = session.predict()
+    assert first.run["mode"] == "full" and first.run["tile_count"] == 16  # 128-px tiles over 384²
+    session.add_click(100, 100, 2)
+    update = session.predict()
+    assert update.run["mode"] == "incremental" and update.run["tiles_computed"] <= 4
+    session.retrain()
+    assert session.predict().run["mode"] == "full"  # new weights: everything changes
+    from osgeo import ogr
+
+    store = ogr.Open(str(session.path))
+    patches = store.GetLayerByName("patches")
+    assert patches.GetFeatureCount() == update.run["patches_ranked"] > 0
+
+
+def test_a_process_killed_while_retraining_leaves_a_usable_store(tmp_path, scene, small_tile_model):
+    path = tmp_path / "crash.gpkg"
+    session = Session.create(path, scene.image, small_tile_model, "cpu", settings=QUICK)
+    session.add_click(40, 40, 1)
+    session.retrain()
+    good = weights(session.bundle.network)
+    session.add_click(300, 300, 3)
+    session.close()
+    command = ["session", "retrain", str(path), "--device", "cpu", "--disca-steps", "100000"]
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "backend", *command], cwd=REPO, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 120
+    while time.time() < deadline and "retraining step 2" not in (worker.stderr.readline() or ""):
+        pass
+    worker.send_signal(signal.SIGKILL)
+    worker.wait()
+    assert worker.returncode == -signal.SIGKILL
+
+    reopened = Session.open(path, "cpu")
+    assert [i.iteration for i in reopened.iterations()] == [0, 1]
+    assert [c.row for c in reopened.clicks()] == [40, 300]
+    assert same(weights(reopened.bundle.network), good)
+    assert sorted(p.name for p in reopened.checkpoints.iterdir()) == ["round-0001.safetensors"]
+    reopened.retrain()  # and the session goes on
+    assert reopened.iteration == 2
+
+
+def test_files_a_crash_left_behind_are_cleaned_up(session):
+    session.add_click(10, 10, 0)
+    session.retrain()
+    (session.checkpoints / "round-0002.safetensors").write_bytes(b"written, never committed")
+    (session.checkpoints / "round-0002.safetensors.tmp").write_bytes(b"half")
+    reopened = Session.open(session.path, "cpu")
+    assert sorted(p.name for p in reopened.checkpoints.iterdir()) == ["round-0001.safetensors"]
+
+
+def test_the_adapted_model_exports_as_a_bundle_that_loads(session, tmp_path):
+    session.add_click(10, 10, 0)
+    session.retrain()
+    target = session.export_bundle(tmp_path / "adapted")
+    loaded = load_bundle(target)
+    assert same(weights(loaded.network), weights(session.bundle.network))
+    assert loaded.card.provenance["adapted"]["rounds"] == 1 and loaded.card.name.endswith("-adapted")
+
+
+def test_sequential_adaptation_starts_from_the_previous_image_weights(
+    session, tmp_path, scene, small_tile_model
+):
+    session.add_click(10, 10, 0)
+    session.retrain()
+    adapted = weights(session.bundle.network)
+    keep = Session.create(tmp_path / "next.gpkg", scene.image, small_tile_model, "cpu",
+                          starting_weights=session.current_checkpoint())  # fmt: skip
+    reset = Session.create(tmp_path / "reset.gpkg", scene.image, small_tile_model, "cpu")
+    assert same(weights(keep.bundle.network), adapted)
+    assert not same(weights(reset.bundle.network), adapted)
