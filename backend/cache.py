@@ -44,10 +44,14 @@ class TileCache:
         return cache
 
     @classmethod
-    def open(cls, directory: Path, key: dict[str, Any]) -> TileCache | None:
-        """The cache in ``directory`` if it is complete and was computed for ``key``."""
+    def open(cls, directory: Path, key: dict[str, Any], ignore: tuple[str, ...] = ()) -> TileCache | None:
+        """The cache in ``directory`` if it is complete and was computed for ``key`` (the entries
+        named in ``ignore`` may differ)."""
         meta = read_meta(directory)
-        if meta is None or meta.get("state") != "ready" or meta.get("key") != key:
+        if meta is None or meta.get("state") != "ready":
+            return None
+        stored = {k: v for k, v in meta.get("key", {}).items() if k not in ignore}
+        if stored != {k: v for k, v in key.items() if k not in ignore}:
             return None
         shape = meta.get("shape", [0, 0, 0])
         cache = cls(directory, *shape)
@@ -65,7 +69,12 @@ class TileCache:
         meta["state"] = "updating"
         self._write_meta(meta)
 
-    def mark_ready(self, clicks: list[tuple[int, int, int]], patches: dict[str, list[float]]) -> None:
+    def mark_ready(
+        self,
+        clicks: list[tuple[int, int, int]],
+        patches: dict[str, list[float]],
+        key: dict[str, Any] | None = None,
+    ) -> None:
         meta = self.meta()
         meta.update(
             state="ready",
@@ -73,6 +82,8 @@ class TileCache:
             patches=patches,
             shape=[self.n_tiles, self.channels, self.tile],
         )
+        if key is not None:
+            meta["key"] = key
         self._write_meta(meta)
 
     def _write_meta(self, meta: dict[str, Any]) -> None:

@@ -63,6 +63,10 @@ class PredictParameters:
     patch_size: int | None = None
     cache: bool = False
     skip_outside_clicks: bool = False
+    refresh_region: tuple[int, int, int, int] | None = None
+    """(row0, col0, row1, col1): recompute only the tiles over this window, now, and keep the
+    cached tiles elsewhere even if the model changed. A quick preview (the visible extent after
+    retraining); a normal run afterwards recomputes everything."""
 
 
 @dataclass
@@ -137,7 +141,7 @@ def _predict(
     try:
         cache, touched = _reusable_cache(params, cache_dir, key, clicks, grid, card.clicks.radius)
         if cache is not None and touched is not None:
-            mode = "incremental"
+            mode = "region" if params.refresh_region else "incremental"
             tiles_done = _incremental(
                 predictor, source, clicks, touched, cache, staging, scores, params, monitor, timings
             )
@@ -189,7 +193,9 @@ def _predict(
             run["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(predictor.device) / 2**20, 1)
         staging.publish(run)
         if cache is not None:
-            cache.mark_ready(clicks_key(clicks), scores.as_json())
+            # After a region refresh the tiles come from two models: no model's cache any more.
+            cache_key = {**key, "model": "mixed"} if mode == "region" else None
+            cache.mark_ready(clicks_key(clicks), scores.as_json(), cache_key)
     except BaseException:
         staging.discard()
         raise
@@ -259,17 +265,18 @@ def _reusable_cache(
     out = Path(params.out_dir)
     if not all((out / name).is_file() for name in (*MAP_FILES, RUN_FILE)):
         return None, None
-    cache = TileCache.open(cache_dir, key)
+    region = params.refresh_region
+    cache = TileCache.open(cache_dir, key, ignore=("model",) if region else ())
     if cache is None:
         return None, None
     previous = {tuple(c) for c in cache.meta()["clicks"]}
     changed = previous.symmetric_difference(clicks_key(clicks))
-    touched = sorted(
-        {t.index for row, col, _ in changed for t in grid.tiles_within_distance(row, col, radius)}
-    )
-    if len(touched) >= len(grid):
+    touched = {t.index for row, col, _ in changed for t in grid.tiles_within_distance(row, col, radius)}
+    if region is not None:
+        touched |= {t.index for t in grid.tiles_intersecting(*region)}
+    if len(touched) >= len(grid) and region is None:
         return None, None
-    return cache, [grid.tiles[i] for i in touched]
+    return cache, [grid.tiles[i] for i in sorted(touched)]
 
 
 def _full(

@@ -72,6 +72,25 @@ class StoredClick:
 
 
 @dataclass(frozen=True)
+class QueuedPatch:
+    patch_id: int
+    rank: int
+    score: float
+    status: str  # "todo" or "done"
+    extent: tuple[float, float, float, float]  # x min, y min, x max, y max in the raster's CRS
+
+
+@dataclass(frozen=True)
+class TrainedRound:
+    """A retraining round computed but not yet recorded."""
+
+    iteration: int
+    checkpoint: str
+    clicks: int
+    report: RetrainReport
+
+
+@dataclass(frozen=True)
 class Iteration:
     iteration: int
     kind: str  # "start" or "retrain"
@@ -138,6 +157,7 @@ class SessionStore:
             raise UserError(f"{path} is not a session GeoPackage ({exc})") from None
         if source is None or source.GetLayerByName("iterations") is None:
             raise UserError(f"{path} is not a session GeoPackage (no 'iterations' table)")
+        source.ExecuteSQL("PRAGMA busy_timeout = 10000")  # QGIS may be reading the same file
         return cls(path, source)
 
     def close(self) -> None:
@@ -238,6 +258,24 @@ class SessionStore:
         self._layer("actions").DeleteFeature(last["fid"])
         return {"kind": last["kind"], "payload": json.loads(last["payload"])}
 
+    def patches(self) -> list[QueuedPatch]:
+        patches = []
+        for row in self._rows("patches"):
+            feature = self._layer("patches").GetFeature(row["fid"])
+            x0, x1, y0, y1 = feature.GetGeometryRef().GetEnvelope()
+            patches.append(
+                QueuedPatch(row["patch_id"], row["rank"], row["score"], row["status"], (x0, y0, x1, y1))
+            )
+        return patches
+
+    def set_patch_status(self, patch_id: int, status: str) -> None:
+        layer = self._layer("patches")
+        for row in self._rows("patches"):
+            if row["patch_id"] == patch_id:
+                feature = layer.GetFeature(row["fid"])
+                feature.SetField("status", status)
+                layer.SetFeature(feature)
+
     def replace_patches(self, rows: Sequence[tuple[int, int, float, str, ogr.Geometry]]) -> None:
         layer = self._layer("patches")
         for row in self._rows("patches"):
@@ -256,6 +294,7 @@ class Session:
         self.store = store
         self.device = device
         meta = store.metadata()
+        self.meta = meta  # written once at creation: safe to read from any thread
         self.raster = Path(meta["raster"])
         self.model_dir = Path(meta["model"])
         self.info = inspect_raster(self.raster)
@@ -270,6 +309,7 @@ class Session:
         self._anchor_network.to(device)
         self.bundle.network.to(device)
         self._disca: Disca | None = None
+        self._iterations: list[Iteration] | None = None
         self._remove_orphans()
         self._load_weights(self.current_checkpoint())
 
@@ -328,7 +368,10 @@ class Session:
         return [c.as_click() for c in self.clicks()]
 
     def iterations(self) -> list[Iteration]:
-        return self.store.iterations()
+        """Held in memory (this object is the only writer), so worker threads can read them."""
+        if self._iterations is None:
+            self._iterations = self.store.iterations()
+        return list(self._iterations)
 
     @property
     def iteration(self) -> int:
@@ -341,10 +384,7 @@ class Session:
     def model_key(self) -> str:
         """Identifies the current weights (for the prediction cache)."""
         last = self.iterations()[-1]
-        return (
-            last.sha256
-            or f"{self.bundle.card.weights_sha256}:{self.store.metadata().get('starting_weights')}"
-        )
+        return last.sha256 or f"{self.bundle.card.weights_sha256}:{self.meta.get('starting_weights')}"
 
     # ------------------------------------------------------------------ clicks
 
@@ -394,14 +434,25 @@ class Session:
 
     def retrain(self, settings: DiscaSettings | None = None, monitor: Monitor | None = None) -> RetrainReport:
         """One DISCA round on every click so far; the new weights become a checkpoint."""
-        clicks = self.click_list()
+        trained = self.train_round(self.click_list(), settings, monitor)
+        self.commit_round(trained)
+        return trained.report
+
+    def train_round(
+        self, clicks: Sequence[Click], settings: DiscaSettings | None = None, monitor: Monitor | None = None
+    ) -> TrainedRound:
+        """The compute half of :meth:`retrain` (safe in a worker thread: no database access).
+
+        The network is trained in memory and its checkpoint file written; nothing refers to the
+        file until :meth:`commit_round`, so a crash here loses nothing but the round itself.
+        """
         if not clicks:
             raise UserError("no clicks to learn from: add some clicks first")
         if settings is not None:
             self.settings = settings
+        self.settings.check()
         disca = self._disca_engine()
         disca.settings = self.settings
-        self.settings.check()
         with RasterSource(self.raster, self.bundle.card.input) as source:
             try:
                 report = disca.retrain(source, clicks, monitor)
@@ -412,14 +463,32 @@ class Session:
         self.checkpoints.mkdir(exist_ok=True)
         name = f"round-{iteration:04d}.safetensors"
         _save_state(self.bundle.network, self.checkpoints / name)
-        details = {"settings": asdict(self.settings), "losses": report.losses, "crops": report.crops}
-        record = Iteration(iteration, "retrain", len(clicks), name, sha256_of(self.checkpoints / name), None,
-                           round(report.seconds, 3), _now(), json.dumps(details))  # fmt: skip
+        return TrainedRound(iteration, name, len(clicks), report)
+
+    def commit_round(self, trained: TrainedRound) -> None:
+        """The database half of :meth:`retrain` (on the thread that owns the session)."""
+        details = {
+            "settings": asdict(self.settings),
+            "losses": trained.report.losses,
+            "crops": trained.report.crops,
+        }
+        path = self.checkpoints / trained.checkpoint
+        record = Iteration(
+            iteration=trained.iteration,
+            kind="retrain",
+            clicks=trained.clicks,
+            checkpoint=trained.checkpoint,
+            sha256=sha256_of(path),
+            miou=None,
+            train_seconds=round(trained.report.seconds, 3),
+            created=_now(),
+            details=json.dumps(details),
+        )
         with self.store.transaction():
             self.store.insert_iteration(record)
-            self.store.push_action("retrain", {"iteration": iteration})
+            self.store.push_action("retrain", {"iteration": trained.iteration})
+        self._iterations = None
         self._prune_checkpoints()
-        return report
 
     def _disca_engine(self) -> Disca:
         if self._disca is None:
@@ -434,8 +503,8 @@ class Session:
 
     def _load_weights(self, checkpoint: Path | None) -> None:
         if checkpoint is None:
-            if self.store.metadata().get("starting_weights"):
-                _load_state(self.bundle.network, Path(self.store.metadata()["starting_weights"]))
+            if self.meta.get("starting_weights"):
+                _load_state(self.bundle.network, Path(self.meta["starting_weights"]))
             else:
                 fresh = load_bundle(self.model_dir).network
                 self.bundle.network.load_state_dict(fresh.state_dict())
@@ -482,6 +551,7 @@ class Session:
                 ):
                     raise UserError(f"only the last {KEEP_CHECKPOINTS} retraining rounds can be undone")
                 self.store.delete_iteration(payload["iteration"])
+                self._iterations = None
                 message = f"undid retraining round {payload['iteration']}"
         if kind == "retrain":
             (self.checkpoints / f"round-{payload['iteration']:04d}.safetensors").unlink(missing_ok=True)
@@ -490,6 +560,28 @@ class Session:
 
     # ------------------------------------------------------------------ outputs
 
+    def prediction(
+        self,
+        acquisition: str = "entropy",
+        clicks: Sequence[Click] | None = None,
+        region: tuple[int, int, int, int] | None = None,
+        **options: Any,
+    ) -> PredictParameters:
+        """What :meth:`predict` runs; ``region`` (row0, col0, row1, col1) asks for a quick
+        refresh of those tiles only (see :class:`PredictParameters`)."""
+        return PredictParameters(
+            raster=self.raster,
+            out_dir=self.outputs,
+            bundle=self.bundle,
+            model_key=self.model_key(),
+            click_list=list(self.click_list() if clicks is None else clicks),
+            acquisition=acquisition,
+            device=str(self.device),
+            cache=True,
+            refresh_region=region,
+            **options,
+        )
+
     def predict(
         self, acquisition: str = "entropy", monitor: Monitor | None = None, **options: Any
     ) -> PredictReport:
@@ -497,36 +589,36 @@ class Session:
 
         Only the tiles that changed clicks touch are recomputed when the weights are unchanged.
         """
-        report = run_predict(
-            PredictParameters(
-                raster=self.raster,
-                out_dir=self.outputs,
-                bundle=self.bundle,
-                model_key=self.model_key(),
-                click_list=self.click_list(),
-                acquisition=acquisition,
-                device=str(self.device),
-                cache=True,
-                **options,
-            ),
-            monitor,
-        )
-        self._store_patches(report)
+        report = run_predict(self.prediction(acquisition, **options), monitor)
+        self.store_patches(report)
         return report
 
-    def _store_patches(self, report: PredictReport) -> None:
+    def store_patches(self, report: PredictReport) -> None:
+        """Copy the ranked patches into the session (status 'todo'; done patches stay done)."""
+        done = {p.patch_id for p in self.patches() if p.status == "done"}
         source = ogr.Open(str(report.patches))
         layer = source.GetLayerByName("patches")
         rows = [
-            (f["patch_id"], f["rank"], f["score"], f["status"], f.GetGeometryRef().Clone()) for f in layer
-        ]
+            (f["patch_id"], f["rank"], f["score"], "done" if f["patch_id"] in done else f["status"],
+             f.GetGeometryRef().Clone())
+            for f in layer
+        ]  # fmt: skip
         source = None
         with self.store.transaction():
             self.store.replace_patches(rows)
 
+    def patches(self) -> list[QueuedPatch]:
+        """The ranked queue, rank 1 first."""
+        return sorted(self.store.patches(), key=lambda p: p.rank)
+
+    def set_patch_status(self, patch_id: int, status: str) -> None:
+        with self.store.transaction():
+            self.store.set_patch_status(patch_id, status)
+
     def record_miou(self, miou: float) -> None:
         with self.store.transaction():
             self.store.set_miou(self.iteration, miou)
+        self._iterations = None
 
     def export_bundle(self, directory: str | Path) -> Path:
         """The adapted model as a bundle that loads like any other."""

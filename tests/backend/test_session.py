@@ -3,6 +3,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pytest
 import torch
 
@@ -165,3 +166,25 @@ def test_sequential_adaptation_starts_from_the_previous_image_weights(
     reset = Session.create(tmp_path / "reset.gpkg", scene.image, small_tile_model, "cpu")
     assert same(weights(keep.bundle.network), adapted)
     assert not same(weights(reset.bundle.network), adapted)
+
+
+def test_a_region_refresh_touches_only_that_region_and_the_next_run_redoes_everything(session):
+    from backend.predict import run_predict
+    from backend.tiling import TileGrid
+    from tests.helpers import read_band
+
+    session.add_click(300, 300, 2)
+    session.predict()
+    session.retrain()  # new weights: every tile is stale
+    before = read_band(session.outputs / "uncertainty.tif")
+    report = run_predict(session.prediction(region=(0, 0, 100, 100)))
+    grid = TileGrid(384, 384, 128, 32)
+    region_tiles = grid.tiles_intersecting(0, 0, 100, 100)
+    assert report.run["mode"] == "region" and report.run["tiles_computed"] == len(region_tiles)
+    after = read_band(session.outputs / "uncertainty.tif")
+    footprint = np.zeros_like(after, dtype=bool)
+    for t in region_tiles:
+        footprint[t.row : t.row + t.size, t.col : t.col + t.size] = True
+    changed = ~np.isclose(after, before, atol=0, equal_nan=True)  # the scene's masked corner is NaN in both
+    assert changed[:100, :100].any() and not changed[~footprint].any()
+    assert session.predict().run["mode"] == "full"  # the mixed cache is never mistaken for a model's

@@ -61,15 +61,16 @@ def test_a_raster_without_crs_lines_up_with_its_outputs_in_qgis(qgis_app, tmp_pa
     np.testing.assert_equal(patches.featureCount(), 6)
 
 
-def test_the_plugin_loads_and_unloads(qgis_app, qgis_iface):
+def test_the_plugin_loads_registers_its_provider_and_unloads(qgis_app, qgis_iface):
+    from qgis.core import QgsApplication
+
     from sial_qgis_plugin import classFactory
 
     plugin = classFactory(qgis_iface)
     plugin.initGui()
+    assert plugin.missing == []
     assert plugin.action is not None and plugin.action.objectName() == "sialOpenPanel"
-    from sial_qgis_plugin.engine import engine_status, missing_packages
-
-    assert missing_packages() == []
-    assert engine_status().startswith("engine ")
+    assert QgsApplication.processingRegistry().providerById("sial") is not None
+    assert plugin.dock is not None and plugin.dock.objectName() == "SialSegmentationDock"
     plugin.unload()
-    assert plugin.action is None
+    assert plugin.action is None and QgsApplication.processingRegistry().providerById("sial") is None

@@ -1,0 +1,58 @@
+"""Engine work as QGIS background tasks: progress in QGIS's task bar, cancellable, and one clear
+message (never a traceback) when something goes wrong. Results are applied on the GUI thread."""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from typing import Any
+
+from qgis.core import Qgis, QgsMessageLog, QgsTask
+from qgis.PyQt.QtCore import pyqtSignal
+
+LOG_TAG = "Interactive segmentation"
+
+
+class EngineTask(QgsTask):
+    """Runs ``work(monitor)`` in a worker thread; ``on_done(result)`` or ``on_error(message)``
+    then run on the GUI thread (from :meth:`finished`)."""
+
+    status = pyqtSignal(str)
+
+    def __init__(
+        self,
+        description: str,
+        work: Callable[[Any], Any],
+        on_done: Callable[[Any], None],
+        on_error: Callable[[str], None],
+    ):
+        super().__init__(description, QgsTask.CanCancel)
+        self.work, self.on_done, self.on_error = work, on_done, on_error
+        self.result: Any = None
+        self.error: str | None = None
+
+    def run(self) -> bool:
+        from backend.errors import Cancelled, UserError
+        from backend.progress import Monitor
+
+        def progress(fraction: float, message: str) -> None:
+            self.setProgress(100.0 * fraction)
+            self.status.emit(message)
+
+        try:
+            self.result = self.work(Monitor(progress, self.isCanceled))
+            return True
+        except Cancelled:
+            self.error = "cancelled"
+        except UserError as exc:
+            self.error = str(exc)
+        except Exception as exc:
+            self.error = f"internal error: {type(exc).__name__}: {exc} (details in the log)"
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.Critical)
+        return False
+
+    def finished(self, ok: bool) -> None:
+        if ok:
+            self.on_done(self.result)
+        else:
+            self.on_error(self.error or "cancelled")

@@ -1,0 +1,75 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from backend.bundle import load_bundle
+from backend.errors import UserError
+from backend.sample_scene import write_scene
+from backend.training import CropSampler, LabelledImage, TrainingConfig, learning_rate_factor, train
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene(tmp_path_factory.mktemp("train-scene"), size=320, seed=11)
+
+
+def config_for(scene, tmp_path, **changes) -> TrainingConfig:
+    data = {
+        "name": "tiny",
+        "classes": [["building", "#3c1098"], ["land", "#8429f6"], ["road", "#6ec1e4"],
+                    ["vegetation", "#fedd3a"], ["water", "#e2a929"]],
+        "train": [[str(scene.image), str(scene.labels)]],
+        "validation": [[str(scene.image), str(scene.labels)]],
+        "encoder": "timm-mobilenetv3_small_minimal_100",
+        "crop": 128, "batch_size": 2, "steps": 4, "validate_every": 2, "checkpoint_every": 2, "seed": 3,
+    } | changes  # fmt: skip
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps(data))
+    return TrainingConfig.load(path)
+
+
+def test_crops_are_augmented_normalised_and_half_get_clicks(scene, tmp_path):
+    config = config_for(scene, tmp_path, click_probability=0.5)
+    image = LabelledImage.load(str(scene.image), str(scene.labels), [1, 2, 3], None)
+    sampler = CropSampler([image], config, np.random.default_rng(0))
+    x, y = sampler.batch(5)
+    assert x.shape == (2, 8, 128, 128) and y.shape == (2, 128, 128)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert -3 < float(x[:, :3].mean()) < 3 and set(np.unique(y.numpy())) <= {0, 1, 2, 3, 4, 255}
+    with_clicks = sum(bool(sampler.clicks(sampler.crop()[1])) for _ in range(200))
+    assert 70 < with_clicks < 130
+    labels = sampler.crop()[1]
+    for click in sampler.clicks(labels) or []:
+        assert labels[click.row, click.col] == click.class_id  # clicks carry the true class
+
+
+def test_learning_rate_warms_up_then_decays(scene, tmp_path):
+    config = config_for(scene, tmp_path, steps=1000, warmup_steps=100)
+    rates = [learning_rate_factor(s, config) for s in (0, 50, 99, 100, 550, 999)]
+    assert rates[0] < rates[1] < rates[2] == pytest.approx(1.0)
+    assert rates[3] == pytest.approx(1.0) and rates[3] > rates[4] > rates[5] >= 0.01
+
+
+def test_training_writes_a_bundle_with_provenance_and_resumes(scene, tmp_path):
+    config = config_for(scene, tmp_path)
+    bundle = train(config, tmp_path / "model", tmp_path / "work", "cpu", command="test")
+    card = load_bundle(tmp_path / "model").card
+    assert card.provenance["steps"] in (2, 4) and card.provenance["command"] == "test"
+    assert card.provenance["validation"]["clicks"] == 0 and "miou" in card.provenance["validation"]
+    assert [h["step"] for h in card.provenance["history"]] == [2, 4][: len(card.provenance["history"])]
+    assert bundle.card.in_channels == 8
+    config.steps = 6  # a longer run picks up from the checkpoint at step 4
+    train(config, tmp_path / "model", tmp_path / "work", "cpu", command="test")
+    checkpoint = torch.load(tmp_path / "work" / "checkpoint.pt", weights_only=True)
+    assert json.loads(checkpoint["state"])["step"] == 6
+
+
+def test_bad_configs_are_refused(scene, tmp_path):
+    with pytest.raises(UserError, match="unknown setting"):
+        config_for(scene, tmp_path, colour="red")
+    with pytest.raises(UserError, match="not found"):
+        config_for(scene, tmp_path, train=[["nowhere.tif", "nowhere.tif"]])
+    with pytest.raises(UserError, match="multiple of 32"):
+        config_for(scene, tmp_path, crop=100)

@@ -1,0 +1,58 @@
+"""What the analyst meets when something is off: one clear message, nothing broken."""
+
+from qgis.core import QgsProject, QgsRasterLayer
+
+from tests.helpers import random_image, write_raster
+from tests.plugin.conftest import wait_until_idle
+
+
+def test_no_raster_selected(controller, small_tile_model):
+    assert not controller.start(None, small_tile_model, "cpu")
+    assert controller.messages == ["Choose a raster layer first."]
+    assert controller.session is None
+
+
+def test_a_model_whose_bands_do_not_match_the_raster(controller, small_tile_model, tmp_path):
+    gray = QgsRasterLayer(str(write_raster(tmp_path / "gray.tif", random_image(100, 100, bands=1))), "gray")
+    QgsProject.instance().addMapLayer(gray)
+    assert not controller.start(gray, small_tile_model, "cpu", tmp_path / "s.gpkg")
+    assert "has 1 band(s) but the model reads bands 1, 2, 3" in controller.messages[-1]
+    assert not (tmp_path / "s.gpkg").exists()
+
+
+def test_a_raster_without_crs_works_in_pixel_coordinates(qgis_canvas, controller, small_tile_model, tmp_path):
+    from qgis.core import QgsPointXY
+
+    path = write_raster(tmp_path / "plain.tif", random_image(256, 256), crs=None, transform=None)
+    plain = QgsRasterLayer(str(path), "plain")
+    QgsProject.instance().addMapLayer(plain)
+    qgis_canvas.setExtent(plain.extent())
+    assert controller.start(plain, small_tile_model, "cpu", tmp_path / "p.gpkg")
+    wait_until_idle(controller)
+    assert any("no coordinate reference system" in m for m in controller.messages)
+    assert controller.layers.classes.extent() == plain.extent()  # the outputs sit on the image
+    controller.current_class = 2
+    assert controller.add_click(QgsPointXY(30.5, -100.5), qgis_canvas.mapSettings().destinationCrs())
+    wait_until_idle(controller)
+    [click] = controller.session.clicks()
+    assert (click.row, click.col) == (100, 30)
+
+
+def test_missing_dependencies_show_the_install_dialog(qgis_iface, monkeypatch):
+    import sial_qgis_plugin.plugin as plugin_module
+    from sial_qgis_plugin import classFactory
+
+    monkeypatch.setattr(plugin_module, "missing_packages", lambda: ["torch", "segmentation-models-pytorch"])
+    plugin = classFactory(qgis_iface)
+    plugin.initGui()
+    assert plugin.dock is None and plugin.provider is None  # nothing that needs torch is built
+    dialog = plugin.show_dependencies()
+    assert dialog.isVisible()
+    assert "torch" in dialog.explanation.text() and "segmentation-models-pytorch" in dialog.explanation.text()
+    dialog.cpu.setChecked(True)
+    command = dialog.command()
+    assert command[1:4] == ["-m", "pip", "install"] and "--target" in command
+    assert "torch==2.14.1" in command and "https://download.pytorch.org/whl/cpu" in command
+    assert any(part.startswith("numpy==") for part in command)  # QGIS's numpy is kept
+    dialog.close()
+    plugin.unload()

@@ -1,0 +1,95 @@
+"""The Processing algorithms, through processing.run as batch runs, models and scripts use them."""
+
+import pytest
+from qgis.core import (
+    QgsApplication,
+    QgsFeature,
+    QgsField,
+    QgsGeometry,
+    QgsPointXY,
+    QgsRasterLayer,
+    QgsVectorLayer,
+)
+from qgis.PyQt.QtCore import QVariant
+
+
+@pytest.fixture(scope="module")
+def provider(qgis_processing):
+    from sial_qgis_plugin.processing.provider import SegmentationProvider
+
+    provider = SegmentationProvider()
+    QgsApplication.processingRegistry().addProvider(provider)
+    yield provider
+    QgsApplication.processingRegistry().removeProvider(provider)
+
+
+def clicks_layer(scene_crs, points):
+    """A memory point layer, as an analyst would draw: Processing must export it for the engine."""
+    layer = QgsVectorLayer(f"Point?crs={scene_crs}", "clicks", "memory")
+    layer.dataProvider().addAttributes([QgsField("class_id", QVariant.Int)])
+    layer.updateFields()
+    for (x, y), class_id in points:
+        feature = QgsFeature(layer.fields())
+        feature.setGeometry(QgsGeometry.fromPointXY(QgsPointXY(x, y)))
+        feature["class_id"] = class_id
+        layer.dataProvider().addFeature(feature)
+    return layer
+
+
+def test_predict_and_rank(provider, scene, small_tile_model, tmp_path):
+    import processing
+
+    result = processing.run(
+        "sial:predict",
+        {"INPUT": str(scene.image), "MODEL": str(small_tile_model), "ACQUISITION": 1, "DEVICE": 1,
+         "OUTPUT_CLASSES": str(tmp_path / "classes.tif"), "OUTPUT_UNCERTAINTY": str(tmp_path / "u.tif"),
+         "OUTPUT_PATCHES": str(tmp_path / "patches.gpkg")},
+    )  # fmt: skip
+    classes = QgsRasterLayer(result["OUTPUT_CLASSES"], "classes")
+    assert classes.isValid() and classes.width() == 384 and classes.crs().authid() == "EPSG:32640"
+    patches = QgsVectorLayer(result["OUTPUT_PATCHES"], "patches", "ogr")
+    assert patches.featureCount() == 9 and "rank" in patches.fields().names()
+
+    ranked = processing.run(
+        "sial:rank", {"INPUT": result["OUTPUT_UNCERTAINTY"], "PATCH_SIZE": 128, "OUTPUT": "memory:"}
+    )["OUTPUT"]
+    scores = sorted((f["rank"], f["score"]) for f in ranked.getFeatures())
+    assert [r for r, _ in scores] == list(range(1, 10))
+    original = sorted((f["rank"], f["score"]) for f in patches.getFeatures())
+    assert [r for r, _ in original] == [r for r, _ in scores]
+    assert [s for _, s in scores] == pytest.approx([s for _, s in original])  # same ranking as the engine's
+
+
+def test_refine_with_memory_layer_clicks_and_keep_the_adapted_model(
+    provider, scene, small_tile_model, tmp_path
+):
+    import processing
+
+    from backend.bundle import load_bundle
+
+    clicks = clicks_layer("EPSG:32640", [((300_010.25, 2_779_990.25), 3), ((300_150.25, 2_779_900.25), 1)])
+    result = processing.run(
+        "sial:refine",
+        {"INPUT": str(scene.image), "MODEL": str(small_tile_model), "CLICKS": clicks, "ROUNDS": 1, "STEPS": 2,
+         "LAMBDA": 1.0, "LR": 0.001, "DEVICE": 1, "OUTPUT_CLASSES": str(tmp_path / "c.tif"),
+         "OUTPUT_UNCERTAINTY": str(tmp_path / "u.tif"), "OUTPUT_PATCHES": "memory:",
+         "OUTPUT_MODEL": str(tmp_path / "adapted")},
+    )  # fmt: skip
+    assert QgsRasterLayer(result["OUTPUT_CLASSES"], "c").isValid()
+    adapted = load_bundle(tmp_path / "adapted")
+    assert adapted.card.provenance["adapted"]["clicks"] == 2
+
+
+def test_engine_errors_become_one_processing_error(provider, small_tile_model, tmp_path):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    from tests.helpers import random_image, write_raster
+
+    gray = write_raster(tmp_path / "gray.tif", random_image(64, 64, bands=1))
+    with pytest.raises(QgsProcessingException, match=r"has 1 band\(s\) but the model reads"):
+        processing.run(
+            "sial:predict",
+            {"INPUT": str(gray), "MODEL": str(small_tile_model), "OUTPUT_CLASSES": "TEMPORARY_OUTPUT",
+             "OUTPUT_UNCERTAINTY": "TEMPORARY_OUTPUT", "OUTPUT_PATCHES": "memory:"},
+        )  # fmt: skip

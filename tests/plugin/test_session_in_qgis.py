@@ -1,0 +1,214 @@
+"""The dock, the click tool (real mouse events on a real canvas), layers and background tasks."""
+
+from pathlib import Path
+
+import pytest
+from qgis.core import QgsProject
+from qgis.gui import QgsMapMouseEvent
+from qgis.PyQt.QtCore import QEvent, QPoint, Qt
+from qgis.PyQt.QtGui import QKeyEvent
+
+from tests.plugin.conftest import wait_until_idle
+
+
+@pytest.fixture
+def started(controller, raster_layer, small_tile_model, tmp_path):
+    assert controller.start(raster_layer, small_tile_model, "cpu", tmp_path / "session.gpkg")
+    wait_until_idle(controller)
+    assert controller.layers is not None, controller.messages
+    return controller
+
+
+def pixel_of(canvas, x, y):
+    """The canvas pixel (QPoint) showing map point (x, y)."""
+    point = canvas.getCoordinateTransform().transform(x, y)
+    return QPoint(round(point.x()), round(point.y()))
+
+
+def mouse(canvas, point: QPoint, button):
+    return QgsMapMouseEvent(canvas, QEvent.MouseButtonRelease, point, button, button, Qt.NoModifier)
+
+
+def test_the_dock_starts_a_session_with_styled_grouped_layers(
+    qgis_iface, qgis_canvas, controller, raster_layer, small_tile_model, tmp_path, monkeypatch
+):
+    from sial_qgis_plugin.dock import SegmentationDock
+    from sial_qgis_plugin.map_tool import ClickTool
+
+    dock = SegmentationDock(controller, ClickTool(qgis_canvas, controller))
+    dock.raster.setLayer(raster_layer)
+    monkeypatch.setattr(dock, "selected_model", lambda: str(small_tile_model))
+    monkeypatch.setattr(controller, "_new_session_path", lambda raster: tmp_path / "docked.gpkg")
+    dock.device.setCurrentIndex(dock.device.findData("cpu"))
+    dock.start_button.click()
+    wait_until_idle(controller)
+    layers = controller.layers
+    assert layers is not None, controller.messages
+    assert layers.group.name().startswith("Segmentation session") and len(layers.group.findLayers()) == 4
+    assert layers.classes.renderer().type() == "paletted"
+    assert [c.label for c in layers.classes.renderer().classes()] == [
+        "building",
+        "land",
+        "road",
+        "vegetation",
+        "water",
+    ]
+    assert layers.uncertainty.renderer().type() == "singlebandpseudocolor"
+    assert layers.uncertainty.renderer().opacity() == pytest.approx(0.6)
+    assert layers.patches.labelsEnabled() and layers.patches.labeling().settings().fieldName == "rank"
+    assert layers.patches.featureCount() == 9  # 128-px patches over 384²
+    assert layers.clicks.renderer().type() == "categorizedSymbol"
+    assert dock.history.rowCount() == 1 and dock.history.item(0, 1).text() == "start"
+    assert [b.text() for b in dock.class_buttons][:2] == ["1 building (0)", "2 land (0)"]
+    assert dock.tool_button.isEnabled() and not dock.retrain_button.isEnabled()  # AC mode
+
+
+def test_real_mouse_clicks_add_and_remove_points_and_update_touched_tiles(qgis_canvas, started):
+    from sial_qgis_plugin.map_tool import ClickTool
+
+    controller = started
+    tool = ClickTool(qgis_canvas, controller)
+    qgis_canvas.setMapTool(tool)
+    tool.keyPressEvent(QKeyEvent(QEvent.KeyPress, Qt.Key_4, Qt.NoModifier))
+    assert controller.current_class == 3
+    info = controller.session.info
+    x, y = info.map_transform * (200.5, 100.5)  # the centre of pixel (row 100, col 200)
+    tool.canvasReleaseEvent(mouse(qgis_canvas, pixel_of(qgis_canvas, x, y), Qt.LeftButton))
+    wait_until_idle(controller)
+    [click] = controller.session.clicks()
+    assert abs(click.row - 100) <= 1 and abs(click.col - 200) <= 1 and click.class_name == "vegetation"
+    run = controller.session.outputs / "run.json"
+    import json
+
+    update = json.loads(run.read_text())
+    assert update["mode"] == "incremental" and update["tiles_computed"] <= 4
+    assert controller.layers.clicks.featureCount() == 1
+    assert controller.click_counts()[3] == 1
+
+    tool.canvasReleaseEvent(mouse(qgis_canvas, pixel_of(qgis_canvas, x + 1.0, y - 1.0), Qt.RightButton))
+    wait_until_idle(controller)
+    assert controller.session.clicks() == []
+    tool.keyPressEvent(QKeyEvent(QEvent.KeyPress, Qt.Key_Z, Qt.ControlModifier))  # undo the removal
+    wait_until_idle(controller)
+    assert [c.class_id for c in controller.session.clicks()] == [3]
+
+
+def test_retrain_then_visible_extent_first_then_everything(qgis_canvas, started):
+    controller = started
+    controller.mode = "disca"
+    from dataclasses import replace
+
+    controller.settings = replace(controller.settings, steps=3, crop=128)
+    controller.current_class = 1
+    info = controller.session.info
+    controller.add_click(_map_point(info, 40, 40), qgis_canvas.mapSettings().destinationCrs())
+    wait_until_idle(controller)
+    x0, y0 = info.map_transform * (0, 0)
+    x1, y1 = info.map_transform * (128, 128)
+    from qgis.core import QgsRectangle
+
+    qgis_canvas.setExtent(QgsRectangle(x0, y1, x1, y0))
+    region = controller.visible_region()
+    assert region is not None and region[0] == 0 and region[1] == 0 and region[2] <= 200
+    modes = []
+    original = controller.session.prediction
+
+    def spy(*args, **kwargs):
+        modes.append(kwargs.get("region"))
+        return original(*args, **kwargs)
+
+    controller.session.prediction = spy
+    controller.retrain()
+    wait_until_idle(controller)
+    assert controller.session.iteration == 1
+    assert modes[0] is not None and modes[1] is None  # the visible extent first, then the whole raster
+    assert [row["kind"] for row in controller.history()] == ["start", "retrain"]
+
+
+def test_cancel_in_the_middle_of_a_prediction_and_of_a_retraining(qgis_canvas, started, monkeypatch):
+    controller = started
+    before = (controller.session.outputs / "classes.tif").read_bytes()
+    from backend.progress import Monitor
+
+    original = Monitor.check
+
+    def slow_check(self):
+        controller.task.cancel()  # the user presses Cancel while the task runs
+        original(self)
+
+    monkeypatch.setattr(Monitor, "check", slow_check)
+    controller.predict()
+    wait_until_idle(controller)
+    assert "Cancelled" in controller.messages[-1]
+    assert (controller.session.outputs / "classes.tif").read_bytes() == before
+
+    controller.mode = "disca"
+    controller.current_class = 2
+    controller.session.add_click(10, 10, 2)
+    weights = {k: v.clone() for k, v in controller.session.bundle.network.state_dict().items()}
+    controller.retrain()
+    wait_until_idle(controller)
+    assert controller.session.iteration == 0
+    after = controller.session.bundle.network.state_dict()
+    assert all((weights[k] == after[k]).all() for k in weights)
+
+
+def test_project_saved_and_reopened_mid_session_resumes(qgis_canvas, started, tmp_path):
+    controller = started
+    controller.current_class = 4
+    controller.add_click(
+        _map_point(controller.session.info, 300, 300), qgis_canvas.mapSettings().destinationCrs()
+    )
+    wait_until_idle(controller)
+    project_file = tmp_path / "work.qgz"
+    assert QgsProject.instance().write(str(project_file))
+    session_path = controller.session.path
+    controller.session.close()
+    controller.session = None
+    QgsProject.instance().clear()
+    assert QgsProject.instance().read(str(project_file))
+    assert controller.session is not None and controller.session.path == session_path
+    assert [c.class_id for c in controller.session.clicks()] == [4]
+    assert controller.layers is not None and controller.layers.clicks.featureCount() == 1
+
+
+def test_next_and_previous_patch_zoom_and_mark_done(qgis_canvas, started):
+    controller = started
+    first = controller.next_patch()
+    assert first.rank == 1
+    assert qgis_canvas.extent().contains(_rect(first.extent).center())
+    second = controller.next_patch()
+    assert (
+        second.rank == 2
+        and {p.patch_id: p.status for p in controller.session.patches()}[first.patch_id] == "done"
+    )
+    back = controller.previous_patch()
+    assert back.patch_id == first.patch_id
+
+
+def test_exports(qgis_canvas, started, tmp_path):
+    from backend.bundle import load_bundle
+
+    controller = started
+    controller.session.add_click(20, 20, 1)
+    assert Path(controller.export_class_map(tmp_path / "c.tif")).stat().st_size > 0
+    assert load_bundle(controller.export_bundle(tmp_path / "adapted")).card.name.endswith("-adapted")
+    assert controller.export_clicks(tmp_path / "clicks.gpkg").is_file()
+    controller.export_polygons(tmp_path / "polygons.gpkg")
+    wait_until_idle(controller)
+    from osgeo import ogr
+
+    polygons = ogr.Open(str(tmp_path / "polygons.gpkg"))
+    assert polygons.GetLayerByName("classes").GetFeatureCount() >= 1
+
+
+def _map_point(info, col, row):
+    from qgis.core import QgsPointXY
+
+    return QgsPointXY(*(info.map_transform * (col + 0.5, row + 0.5)))
+
+
+def _rect(extent):
+    from qgis.core import QgsRectangle
+
+    return QgsRectangle(*extent)
