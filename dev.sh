@@ -5,6 +5,8 @@
 #   ./dev.sh demo [RASTER]            predict + rank patches on a built-in example (or your raster)
 #   ./dev.sh test [PYTEST ARGS]       ruff + the whole test suite (what CI runs)
 #   ./dev.sh bench [ARGS]             the performance benchmarks (see BENCHMARKS.md)
+#   ./dev.sh package                  the installable plugin zip, in dist/
+#   ./dev.sh qgis                     the QGIS desktop with the plugin and the example scene
 #   ./dev.sh setup                    only the set-up
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -69,7 +71,13 @@ case "$command" in
   bench)
     setup
     exec "$PY" -m benchmarks "$@" ;;
+  package)
+    setup
+    exec "$PY" tools/package.py "$@" ;;
+  qgis)
+    setup
+    exec "$PY" tools/desktop.py ;;
   *)
-    sed -n '2,8p' "$0" | sed 's/^# \{0,1\}//'
+    sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'
     [ "$command" = help ] || exit 2 ;;
 esac

@@ -129,6 +129,7 @@ def save_bundle(bundle: ModelBundle, directory: str | Path, dtype: str | None = 
         card = bundle.card.with_updates(weights_dtype=dtype, weights_sha256=sha256_of(weights_path))
         (staging / CARD_FILE).write_text(json.dumps(card.to_json(), indent=2) + "\n")
         _copy_extra_files(bundle.directory, staging, keep={CARD_FILE, card.weights_file})
+        _readable_by_all(staging)
         if target.exists():
             backup = target.with_name(f".{target.name}.old")
             shutil.rmtree(backup, ignore_errors=True)
@@ -143,6 +144,16 @@ def save_bundle(bundle: ModelBundle, directory: str | Path, dtype: str | None = 
     bundle.card = card
     bundle.directory = target
     return target
+
+
+def _readable_by_all(folder: Path) -> None:
+    """Usual permissions (the umask's) instead of the private ones a temporary folder gets, so a
+    bundle installed for several users can be read by all of them."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(folder, 0o777 & ~umask)
+    for path in folder.iterdir():
+        os.chmod(path, 0o666 & ~umask)
 
 
 def _copy_extra_files(source: Path | None, staging: Path, keep: set[str]) -> None:

@@ -53,6 +53,7 @@ class SessionController(QObject):
         self.settings = DiscaSettings()
         self.current_class = 0
         self.reference: QgsRasterLayer | None = None
+        self.tree_view = None  # QGIS's Layers panel, when there is one: legends are opened in it
         self.last_error = ""
         self._after: list[Callable[[], None]] = []
         self._update_pending = False
@@ -165,9 +166,13 @@ class SessionController(QObject):
         return folder / f"{raster.stem}-{stamp}.gpkg"
 
     def _create_layers(self) -> SessionLayers:
-        return create_session_layers(
+        layers = create_session_layers(
             self.session.path, self.session.outputs, self.session.raster.name, self.classes, self.project
         )
+        if self.tree_view is not None:  # the view does not follow the nodes' expanded flag by itself
+            for node in (layers.group, layers.group.findLayer(layers.classes.id())):
+                self.tree_view.setExpanded(self.tree_view.node2index(node), True)  # the view's (proxy) index
+        return layers
 
     # ------------------------------------------------------------------ tasks
 

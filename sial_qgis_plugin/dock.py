@@ -17,6 +17,7 @@ from qgis.PyQt.QtWidgets import (
     QFormLayout,
     QGridLayout,
     QHBoxLayout,
+    QHeaderView,
     QLabel,
     QMenu,
     QProgressBar,
@@ -65,6 +66,8 @@ class SegmentationDock(QgsDockWidget):
         self.history.setHorizontalHeaderLabels(["#", "step", "clicks", "s", "mIoU"])
         self.history.setEditTriggers(QAbstractItemView.NoEditTriggers)
         self.history.verticalHeader().setVisible(False)
+        self.history.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.history.horizontalHeader().setStretchLastSection(True)
         layout.addWidget(self.history)
         progress_row = QHBoxLayout()
         self.progress = QProgressBar()
@@ -130,6 +133,17 @@ class SegmentationDock(QgsDockWidget):
             mode_row.addWidget(button)
         self.mode_ac.toggled.connect(self._mode_changed)
         form.addRow("Mode", mode_row)
+        view_row = QHBoxLayout()
+        self.view_buttons = {}
+        views = QButtonGroup(self)
+        for key, label in (("classes", "Classes"), ("uncertainty", "Uncertainty"), ("both", "Both")):
+            button = QRadioButton(label)
+            button.toggled.connect(lambda on, k=key: on and self._show(k))
+            views.addButton(button)
+            view_row.addWidget(button)
+            self.view_buttons[key] = button
+        self.view_buttons["classes"].setChecked(True)
+        form.addRow("Show", view_row)
         self.start_button = QPushButton("Predict (start a session)")
         self.start_button.clicked.connect(self.start)
         form.addRow(self.start_button)
@@ -236,6 +250,10 @@ class SegmentationDock(QgsDockWidget):
             learning_rate=self.learning_rate.value(),
             click_loss=self.click_loss.currentData(),
         )
+
+    def _show(self, view: str) -> None:
+        if self.controller.layers is not None:
+            self.controller.layers.show(view)
 
     def _toggle_tool(self, on: bool) -> None:
         canvas = self.map_tool.canvas()

@@ -32,8 +32,12 @@ def private_packages_dir() -> Path:
 
 
 def add_paths() -> None:
-    """Put the engine and the plugin's private packages on ``sys.path``."""
-    for candidate in (PLUGIN_DIR, PLUGIN_DIR.parent):  # the zip holds backend/ inside the plugin
+    """Put the engine and the plugin's private packages on ``sys.path``.
+
+    The zip holds the engine in ``engine/backend``; a source checkout has ``backend`` next to the
+    plugin. Never the plugin folder itself: its ``processing`` subpackage would shadow QGIS's.
+    """
+    for candidate in (PLUGIN_DIR / "engine", PLUGIN_DIR.parent):
         if (candidate / "backend" / "__init__.py").exists():
             if str(candidate) not in sys.path:
                 sys.path.insert(0, str(candidate))
@@ -41,6 +45,20 @@ def add_paths() -> None:
     private = private_packages_dir()
     if private.is_dir() and str(private) not in sys.path:
         sys.path.append(str(private))
+    block_triton()
+
+
+def block_triton() -> None:
+    """Keep torch from loading triton inside QGIS.
+
+    triton (torch's compiler for ``torch.compile``, installed with the CUDA build) carries its
+    own LLVM, whose start-up code crashes a process that already holds Mesa's LLVM: QGIS on a
+    Linux desktop with Mesa OpenGL (Intel or AMD graphics, or Xvfb). The engine never compiles
+    with triton; with ``sys.modules["triton"] = None`` its import fails cleanly and torch treats
+    it as absent.
+    """
+    if "triton" not in sys.modules:
+        sys.modules["triton"] = None  # type: ignore[assignment]
 
 
 def missing_packages() -> list[str]:

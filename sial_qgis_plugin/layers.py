@@ -40,6 +40,7 @@ from qgis.PyQt.QtGui import QColor, QFont
 ROLE = "sial/role"
 SESSION = "sial/session"
 HEATMAP_OPACITY = 0.6
+CLASS_MAP_OPACITY = 0.55  # the image stays readable under the classes
 
 
 @dataclass(frozen=True)
@@ -51,7 +52,9 @@ class ClassStyle:
 
 def style_class_map(layer: QgsRasterLayer, classes: Sequence[ClassStyle]) -> None:
     entries = [QgsPalettedRasterRenderer.Class(c.index, QColor(c.color), c.name) for c in classes]
-    layer.setRenderer(QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries))
+    renderer = QgsPalettedRasterRenderer(layer.dataProvider(), 1, entries)
+    renderer.setOpacity(CLASS_MAP_OPACITY)
+    layer.setRenderer(renderer)
     layer.triggerRepaint()
 
 
@@ -133,6 +136,12 @@ class SessionLayers:
     def all(self) -> list:
         return [self.clicks, self.patches, self.uncertainty, self.classes]
 
+    def show(self, view: str) -> None:
+        """Which map lies over the image: "classes", "uncertainty" or "both"."""
+        root = self.group
+        root.findLayer(self.classes.id()).setItemVisibilityChecked(view in ("classes", "both"))
+        root.findLayer(self.uncertainty.id()).setItemVisibilityChecked(view in ("uncertainty", "both"))
+
     def refresh_maps(self) -> None:
         """Re-read the rasters (the engine replaced the files) and repaint everything."""
         for layer in (self.classes, self.uncertainty):
@@ -176,8 +185,10 @@ def create_session_layers(
         _tag(layer, role, session_path)
         project.addMapLayer(layer, False)
         group.addLayer(layer)
-    uncertainty_node = group.findLayer(uncertainty.id())
-    uncertainty_node.setItemVisibilityChecked(True)
+    group.setExpanded(True)  # the legend: class names and colours, the heatmap's scale
+    for layer in (classes_layer, uncertainty):
+        group.findLayer(layer.id()).setExpanded(True)
+    layers.show("classes")
     return layers
 
 

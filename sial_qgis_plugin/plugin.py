@@ -47,6 +47,7 @@ class SialPlugin:
         QgsApplication.processingRegistry().addProvider(self.provider)
         canvas = self.iface.mapCanvas()
         self.controller = SessionController(canvas)
+        self.controller.tree_view = self.iface.layerTreeView()
         self.controller.message.connect(self._push_message)
         self.map_tool = ClickTool(canvas, self.controller)
         self.dock = SegmentationDock(self.controller, self.map_tool, self.iface.mainWindow())

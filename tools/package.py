@@ -1,8 +1,10 @@
 """Build the installable plugin zip: dist/sial_qgis_plugin-<version>.zip.
 
 QGIS installs a zip whose single top folder is the plugin package with ``metadata.txt``
-inside. The engine (``backend``) and the bundled models travel inside that folder; the plugin
-finds them there (see sial_qgis_plugin/environment.py).
+inside. The engine travels as ``engine/backend`` inside that folder, so that only ``engine`` goes
+on ``sys.path`` (putting the plugin folder itself there would expose its ``processing``
+subpackage as a top-level ``processing`` and break QGIS's own). The bundled models sit in
+``models``. See sial_qgis_plugin/environment.py.
 """
 
 from __future__ import annotations
@@ -40,7 +42,7 @@ def build(out_dir: Path = REPOSITORY / "dist") -> Path:
         for path in files_under(REPOSITORY / PLUGIN):
             archive.write(path, f"{PLUGIN}/{path.relative_to(REPOSITORY / PLUGIN)}")
         for path in files_under(REPOSITORY / "backend"):
-            archive.write(path, f"{PLUGIN}/backend/{path.relative_to(REPOSITORY / 'backend')}")
+            archive.write(path, f"{PLUGIN}/engine/backend/{path.relative_to(REPOSITORY / 'backend')}")
         for path in files_under(REPOSITORY / "models"):
             archive.write(path, f"{PLUGIN}/models/{path.relative_to(REPOSITORY / 'models')}")
         for name in ("metadata.txt", "LICENSE", "README.md"):
