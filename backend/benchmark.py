@@ -182,7 +182,8 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
                 len(clicks) / params.clicks, f"click {len(clicks)}/{params.clicks}: mIoU {current.miou:.2f}"
             )
         final = score(maps.classes, truth, names) if steps else initial
-    params.out_dir.mkdir(parents=True, exist_ok=True)
+        params.out_dir.mkdir(parents=True, exist_ok=True)
+        write_maps(params.out_dir, info, card, maps)
     result = {
         "initial_miou": round(initial.miou, 3),
         "final_miou": round(final.miou, 3),
@@ -208,6 +209,18 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
     write_clicks(params.out_dir / "clicks.gpkg", clicks, info, card)
     plot_runs([result], params.out_dir / PLOT_FILE)
     return result
+
+
+def write_maps(directory: Path, info: Any, card: Any, maps: ArrayMaps) -> None:
+    """The final class and uncertainty maps, as ``predict`` writes them (GeoTIFFs with styles)."""
+    from .outputs import MapBlock, MapWriter, finish_maps
+
+    writer = MapWriter(directory, info, card)
+    try:
+        writer.write(MapBlock(0, 0, maps.classes, maps.uncertainty, ~np.isnan(maps.uncertainty)))
+    finally:
+        writer.close()
+    finish_maps(directory, card, {"model": card.name}, fixed_range=True)
 
 
 def run_label(result: dict[str, Any]) -> str:

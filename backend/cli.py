@@ -110,13 +110,17 @@ def build_parser() -> argparse.ArgumentParser:
     )
 
     demo = commands.add_parser(
-        "demo", help="run the main job on a built-in example scene (or on your raster)"
+        "demo", help="the whole loop on a built-in example scene (or your raster), with a report"
     )
     demo.add_argument("raster", nargs="?", type=Path, help="your raster (default: a generated sample scene)")
     demo.add_argument(
         "--out", type=Path, default=Path("demo_output"), help="output folder (default: demo_output)"
     )
     demo.add_argument("--model", type=Path, help="model bundle (default: the bundled land-cover model)")
+    demo.add_argument(
+        "--labels", type=Path, help="reference labels for your raster (for the simulated clicks)"
+    )
+    demo.add_argument("--clicks", type=int, default=15, help="simulated clicks per mode (default: 15)")
 
     train = commands.add_parser(
         "train",
@@ -304,9 +308,14 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
     from .progress import Monitor
 
-    report = run_demo(args.out, args.raster, args.model, Monitor(TerminalProgress("demo", not args.quiet)))
-    _print_report(report)
-    print(f"Open {report.out_dir.resolve()} in QGIS (classes.tif, uncertainty.tif, patches.gpkg).")
+    if args.labels is not None and args.raster is None:
+        raise UserError("--labels goes with your raster: give the raster too")
+    progress = Monitor(TerminalProgress("demo", not args.quiet))
+    result = run_demo(args.out, args.raster, args.labels, args.model, args.clicks, progress)
+    for stage, value in result.miou.items():
+        print(f"mIoU {stage}: {value:.2f} %")
+    print(f"Report: {result.report.resolve()}")
+    print(f"Maps for QGIS: {result.prediction.resolve()} (classes.tif, uncertainty.tif, patches.gpkg)")
     return 0
 
 
