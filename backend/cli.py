@@ -199,6 +199,21 @@ def build_parser() -> argparse.ArgumentParser:
         if not any(a.dest == "device" for a in sub._actions):
             sub.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
 
+    card = commands.add_parser(
+        "card",
+        help="measure a bundle on validation rasters and write its MODEL_CARD.md",
+        description="Records mIoU and per-class IoU without clicks and after simulated clicks in model.json.",
+    )
+    card.add_argument("model", type=Path, help="bundle folder")
+    card.add_argument(
+        "--config", type=Path, help="its training config: validation rasters and class map from there"
+    )
+    card.add_argument("--validation", nargs=2, action="append", metavar=("IMAGE", "LABELS"), default=[],
+                      help="a validation pair (repeatable)")  # fmt: skip
+    card.add_argument("--clicks", type=int, default=10, help="simulated clicks per raster (default 10)")
+    card.add_argument("--notes", type=Path, help="JSON with 'failure_modes' and 'notes' lists for the card")
+    card.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+
     info = commands.add_parser("info", help="describe a model bundle or a raster")
     info.add_argument("path", type=Path, help="a model bundle folder or a raster")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -239,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "plot": _plot,
         "session": _session,
         "train": _train,
+        "card": _card,
         "create-model": _create_model,
     }[args.command]
     try:
@@ -447,6 +463,31 @@ def _session(args: argparse.Namespace) -> int:
     elif args.action == "export":
         print(f"wrote {session.export_bundle(args.out)}")
     session.close()
+    return 0
+
+
+def _card(args: argparse.Namespace) -> int:
+    from .modelcard import evaluate, record, write_model_card
+    from .progress import Monitor
+    from .training import TrainingConfig
+
+    pairs = [tuple(p) for p in args.validation]
+    class_map = None
+    if args.config is not None:
+        config = TrainingConfig.load(args.config)
+        pairs = pairs or list(config.validation)
+        class_map = config.class_map
+    if not pairs:
+        raise UserError("no validation rasters: give --config or --validation IMAGE LABELS")
+    progress = Monitor(TerminalProgress("card", not args.quiet))
+    evaluation = evaluate(args.model, pairs, class_map, args.clicks, args.device, progress)
+    record(args.model, evaluation)
+    extra = json.loads(args.notes.read_text()) if args.notes else {}
+    path = write_model_card(args.model, extra.get("failure_modes", []), extra.get("notes", []))
+    for key, entry in evaluation.items():
+        if key.startswith("clicks_"):
+            print(f"{key.replace('_', ' ')}: mIoU {entry['miou']:.2f} {entry['per_class_iou']}")
+    print(f"wrote {path}")
     return 0
 
 

@@ -1,0 +1,23 @@
+import json
+
+from backend.bundle import load_bundle
+from backend.modelcard import evaluate, record, write_model_card
+from backend.sample_scene import write_scene
+
+
+def test_evaluation_is_recorded_and_the_card_shows_it(tmp_path, fast_model):
+    import shutil
+
+    model = tmp_path / "model"
+    shutil.copytree(fast_model, model)
+    scene = write_scene(tmp_path / "scene", size=320, seed=6)
+    evaluation = evaluate(model, [(str(scene.image), str(scene.labels))], clicks=2, device="cpu")
+    assert set(evaluation) == {"rasters", "clicks_0", "clicks_2"}
+    assert set(evaluation["clicks_0"]["per_class_iou"]) == {"building", "land", "road", "vegetation", "water"}
+    sha = load_bundle(model).card.weights_sha256
+    record(model, evaluation)
+    card = load_bundle(model).card  # still loads: the weights and their hash are untouched
+    assert card.weights_sha256 == sha and card.provenance["evaluation"] == json.loads(json.dumps(evaluation))
+    text = write_model_card(model, failure_modes=["confuses wet sand with water"]).read_text()
+    assert "| no clicks |" in text and "| 2 simulated clicks per raster (AC) |" in text
+    assert "confuses wet sand with water" in text and "## Classes" in text and "`#3c1098`" in text
