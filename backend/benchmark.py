@@ -173,6 +173,7 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
             steps.append({
                 "clicks": len(clicks),
                 "miou": round(current.miou, 3),
+                "per_class_iou": current.per_class(),
                 "seconds": round(seconds, 3),
                 "retrain_seconds": None if retrain_seconds is None else round(retrain_seconds, 3),
                 "patch": patch.index,
