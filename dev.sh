@@ -11,7 +11,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-rasterio python3-scipy python3-matplotlib
+APT_PACKAGES=(qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-rasterio python3-scipy python3-matplotlib python3-skimage
               python3-venv xvfb xauth)
 VENV=.venv
 PY=$VENV/bin/python

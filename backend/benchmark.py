@@ -42,7 +42,7 @@ from .runtime import describe_device
 from .tiling import Patch, TileGrid, patch_grid
 from .uncertainty import Acquisition
 
-ORDERS = ("entropy", "random", "margin", "mcdropout", "odin")
+ORDERS = ("entropy", "random", "margin", "mcdropout", "odin", "confidnet")
 MODES = ("ac", "disca")
 BENCHMARK_FILE = "benchmark.json"
 PLOT_FILE = "benchmark.png"

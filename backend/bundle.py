@@ -29,6 +29,7 @@ class ModelBundle:
     card: ModelCard
     network: nn.Module
     directory: Path | None = None
+    confidnet: nn.Module | None = None  # optional failure-prediction head
 
 
 def sha256_of(path: Path) -> str:
@@ -91,7 +92,32 @@ def load_bundle(directory: str | Path, check_hash: bool = True) -> ModelBundle:
             )
     network.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()}, assign=True)
     network.eval()
-    return ModelBundle(card=card, network=network, directory=bundle_dir)
+    return ModelBundle(
+        card=card, network=network, directory=bundle_dir, confidnet=_load_confidnet(card, bundle_dir, network)
+    )
+
+
+def _load_confidnet(card: ModelCard, bundle_dir: Path, network: nn.Module) -> nn.Module | None:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    from .network import ConfidNet, decoder_channels
+
+    if not card.confidnet_file:
+        return None
+    path = bundle_dir / card.confidnet_file
+    if not path.is_file() or (card.confidnet_sha256 and sha256_of(path) != card.confidnet_sha256):
+        raise UserError(f"the ConfidNet head {path} is missing or corrupt")
+    try:
+        state = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise UserError(f"{path} is not a readable safetensors file: {exc}") from None
+    head = ConfidNet(decoder_channels(network))
+    try:
+        head.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as exc:
+        raise UserError(f"the ConfidNet head in {path} does not fit the network: {exc}") from None
+    return head.eval()
 
 
 def create_bundle(card: ModelCard, seed: int = 0) -> ModelBundle:
@@ -127,8 +153,17 @@ def save_bundle(bundle: ModelBundle, directory: str | Path, dtype: str | None = 
         weights_path = staging / bundle.card.weights_file
         save_file(state, str(weights_path))
         card = bundle.card.with_updates(weights_dtype=dtype, weights_sha256=sha256_of(weights_path))
+        if bundle.confidnet is not None:
+            from .confidnet import FILE as CONFIDNET_FILE
+
+            head_path = staging / CONFIDNET_FILE
+            save_file(
+                {k: v.detach().float().contiguous().cpu() for k, v in bundle.confidnet.state_dict().items()},
+                str(head_path),
+            )
+            card = card.with_updates(confidnet_file=CONFIDNET_FILE, confidnet_sha256=sha256_of(head_path))
         (staging / CARD_FILE).write_text(json.dumps(card.to_json(), indent=2) + "\n")
-        _copy_extra_files(bundle.directory, staging, keep={CARD_FILE, card.weights_file})
+        _copy_extra_files(bundle.directory, staging, keep={CARD_FILE, card.weights_file, card.confidnet_file})
         _readable_by_all(staging)
         if target.exists():
             backup = target.with_name(f".{target.name}.old")

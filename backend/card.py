@@ -91,6 +91,8 @@ class ModelCard:
     weights_file: str = "model.safetensors"
     weights_dtype: str = "float16"
     weights_sha256: str = ""
+    confidnet_file: str = ""  # optional ConfidNet head (see backend/confidnet.py)
+    confidnet_sha256: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -139,6 +141,11 @@ class ModelCard:
                 "dtype": self.weights_dtype,
                 "sha256": self.weights_sha256,
             },
+            **(
+                {"confidnet": {"file": self.confidnet_file, "sha256": self.confidnet_sha256}}
+                if self.confidnet_file
+                else {}
+            ),
             "provenance": self.provenance,
         }
 
@@ -244,5 +251,7 @@ def _parse_card(data: dict[str, Any]) -> ModelCard:
         weights_file=str(weights.get("file", "model.safetensors")),
         weights_dtype=str(weights.get("dtype", "float16")),
         weights_sha256=str(weights.get("sha256", "")),
+        confidnet_file=str(data.get("confidnet", {}).get("file", "")),
+        confidnet_sha256=str(data.get("confidnet", {}).get("sha256", "")),
         provenance=dict(data.get("provenance", {})),
     )

@@ -214,6 +214,17 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument("--notes", type=Path, help="JSON with 'failure_modes' and 'notes' lists for the card")
     card.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
 
+    confid = commands.add_parser(
+        "confidnet",
+        help="train a ConfidNet head for a bundle (the 'confidnet' acquisition function)",
+        description="Trains on the model's own outputs over the config's training rasters (model frozen).",
+    )
+    confid.add_argument("model", type=Path, help="bundle folder (updated in place unless --out)")
+    confid.add_argument("--config", required=True, type=Path, help="training config: rasters and class map")
+    confid.add_argument("--out", type=Path, help="write the bundle with its head here instead")
+    confid.add_argument("--steps", type=int, default=600)
+    confid.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
+
     info = commands.add_parser("info", help="describe a model bundle or a raster")
     info.add_argument("path", type=Path, help="a model bundle folder or a raster")
     info.add_argument("--json", action="store_true", help="machine-readable output")
@@ -255,6 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "session": _session,
         "train": _train,
         "card": _card,
+        "confidnet": _confidnet,
         "create-model": _create_model,
     }[args.command]
     try:
@@ -488,6 +500,28 @@ def _card(args: argparse.Namespace) -> int:
         if key.startswith("clicks_"):
             print(f"{key.replace('_', ' ')}: mIoU {entry['miou']:.2f} {entry['per_class_iou']}")
     print(f"wrote {path}")
+    return 0
+
+
+def _confidnet(args: argparse.Namespace) -> int:
+    from .bundle import load_bundle, save_bundle
+    from .confidnet import train_confidnet
+    from .progress import Monitor
+    from .training import TrainingConfig
+
+    config = TrainingConfig.load(args.config)
+    bundle = load_bundle(args.model)
+    progress = Monitor(TerminalProgress("confidnet", not args.quiet))
+    report = train_confidnet(
+        bundle, config.train, config.class_map, args.steps, device=args.device, monitor=progress
+    )
+    provenance = dict(bundle.card.provenance)
+    provenance["confidnet"] = {"steps": args.steps, "rasters": [Path(i).name for i, _ in config.train]} | {
+        k: round(v, 4) for k, v in report.items()
+    }
+    bundle.card = bundle.card.with_updates(provenance=provenance)
+    target = save_bundle(bundle, args.out or args.model)
+    print(f"wrote {target}: ConfidNet loss {report['first_loss']:.4f} → {report['last_loss']:.4f}")
     return 0
 
 

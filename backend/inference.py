@@ -19,6 +19,7 @@ from .blending import Accumulator
 from .bundle import ModelBundle
 from .cache import TileCache
 from .clicks import Click, encode_clicks
+from .errors import UserError
 from .network import fold_batchnorm
 from .outputs import CLASS_NODATA, MapBlock, MapUpdater, MapWriter
 from .progress import Monitor
@@ -109,6 +110,14 @@ class Predictor:
                 parameter.requires_grad_(False)  # ODIN then differentiates the input alone
         self.network = self.network.to(self.device).to(memory_format=torch.channels_last)
         self.channels = self.card.n_classes + (1 if self.acquisition.per_tile else 0)
+        self.confidnet = bundle.confidnet
+        if self.acquisition.name == "confidnet":
+            if self.confidnet is None:
+                raise UserError(
+                    f"model '{self.card.name}' has no ConfidNet head: train one with "
+                    "`python -m backend confidnet MODEL --config CONFIG`"
+                )
+            self.confidnet = self.confidnet.to(self.device).to(memory_format=torch.channels_last).eval()
 
     # ------------------------------------------------------------------ tiles
 
@@ -156,6 +165,7 @@ class Predictor:
             self.card.n_bands,
             step,
             self.autocast,
+            self.confidnet,
         )
         return probabilities if extra is None else torch.cat([probabilities, extra.float()], dim=1)
 

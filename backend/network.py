@@ -128,3 +128,34 @@ def fold_batchnorm(module: nn.Module) -> int:
 
 def softmax_probabilities(logits: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
     return F.softmax(logits.float() / temperature, dim=1)
+
+
+class ConfidNet(nn.Module):
+    """DIAL's ConfidNet head: transposed conv to 32 channels, 3 × 3 convs of 120, 64, 32 and 1
+    channels, sigmoid; reads the last decoder features, outputs the model's confidence."""
+
+    def __init__(self, in_channels: int = 32):
+        super().__init__()
+        widths = (32, 120, 64, 32)
+        layers: list[nn.Module] = [
+            nn.ConvTranspose2d(in_channels, widths[0], 3, padding=1),
+            nn.ReLU(inplace=True),
+        ]
+        for a, b in itertools.pairwise(widths):
+            layers += [nn.Conv2d(a, b, 3, padding=1), nn.ReLU(inplace=True)]
+        layers.append(nn.Conv2d(widths[-1], 1, 3, padding=1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        """Confidence in [0, 1], B × 1 × H × W."""
+        return torch.sigmoid(self.layers(features))
+
+
+def features_and_logits(network: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """The last decoder features (ConfidNet's input) and the logits computed from them."""
+    features = network.decoder(list(network.encoder(x)))
+    return features, network.segmentation_head(features)
+
+
+def decoder_channels(network: nn.Module) -> int:
+    return network.segmentation_head[0].in_channels

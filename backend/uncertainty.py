@@ -12,6 +12,8 @@ per tile; they produce a per-tile uncertainty map that is blended with the same 
 - odin: 1 − max softmax(f(x̃)/T), rescaled so that a uniform prediction gives 1, where x̃ moves
   the image by ε (in 0..1 pixel units) along the gradient sign that raises the predicted class's
   temperature-scaled score (DIAL: T = 100, ε = 1/255)
+- confidnet: 1 − the confidence a ConfidNet head predicts from the last decoder features (the
+  bundle must carry one: ``python -m backend confidnet``)
 """
 
 from __future__ import annotations
@@ -23,9 +25,16 @@ import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
-from .network import DropoutMasks, decode, dropout_features, encode, softmax_probabilities
+from .network import (
+    DropoutMasks,
+    decode,
+    dropout_features,
+    encode,
+    features_and_logits,
+    softmax_probabilities,
+)
 
-ACQUISITIONS = ("entropy", "margin", "mcdropout", "odin")
+ACQUISITIONS = ("entropy", "margin", "mcdropout", "odin", "confidnet")
 
 
 def normalized_entropy(probabilities: torch.Tensor, dim: int = 0) -> torch.Tensor:
@@ -56,7 +65,7 @@ class Acquisition:
     @property
     def per_tile(self) -> bool:
         """Whether the uncertainty comes from the network per tile (blended as its own channel)."""
-        return self.name in ("mcdropout", "odin")
+        return self.name in ("mcdropout", "odin", "confidnet")
 
     def from_probabilities(self, probabilities: torch.Tensor) -> torch.Tensor:
         """Per-pixel uncertainty from blended probabilities (classes on axis 0)."""
@@ -73,6 +82,7 @@ def run_network(
     n_image_channels: int,
     image_step: torch.Tensor | None = None,
     autocast: bool = False,
+    confidnet: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class probabilities (B × C × H × W, float32) and, for per-tile acquisitions, uncertainty
     (B × 1 × H × W).
@@ -85,9 +95,12 @@ def run_network(
         if acquisition.name == "odin":
             return _odin(network, x, acquisition, n_image_channels, image_step)
         with torch.inference_mode():
-            if acquisition.name != "mcdropout":
-                return softmax_probabilities(network(x)), None
-            return _mc_dropout(network, x, acquisition, tile_ids)
+            if acquisition.name == "mcdropout":
+                return _mc_dropout(network, x, acquisition, tile_ids)
+            if acquisition.name == "confidnet":
+                features, logits = features_and_logits(network, x)
+                return softmax_probabilities(logits), 1.0 - confidnet(features).float()
+            return softmax_probabilities(network(x)), None
 
 
 def _mc_dropout(

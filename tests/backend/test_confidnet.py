@@ -1,0 +1,56 @@
+import numpy as np
+import pytest
+import torch
+
+from backend.bundle import load_bundle, save_bundle
+from backend.confidnet import train_confidnet
+from backend.errors import UserError
+from backend.predict import PredictParameters, run_predict
+from backend.sample_scene import write_scene
+from tests.helpers import read_band
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene(tmp_path_factory.mktemp("confid"), size=256, seed=8)
+
+
+def test_confidnet_trains_round_trips_through_the_bundle_and_drives_predict(scene, fast_model, tmp_path):
+    bundle = load_bundle(fast_model)
+    report = train_confidnet(
+        bundle,
+        [(str(scene.image), str(scene.labels))],
+        steps=30,
+        crop=64,
+        batch=4,
+        learning_rate=1e-3,
+        device="cpu",
+    )
+    assert report["last_loss"] < report["first_loss"]
+    save_bundle(bundle, tmp_path / "with-head")
+    loaded = load_bundle(tmp_path / "with-head")
+    assert loaded.card.confidnet_file == "confidnet.safetensors" and loaded.card.confidnet_sha256
+    for a, b in zip(
+        loaded.confidnet.state_dict().values(), bundle.confidnet.state_dict().values(), strict=True
+    ):
+        assert torch.equal(a, b)
+    run = run_predict(
+        PredictParameters(
+            raster=scene.image,
+            out_dir=tmp_path / "out",
+            model_dir=tmp_path / "with-head",
+            acquisition="confidnet",
+        )
+    )
+    u = read_band(run.uncertainty)
+    valid = ~np.isnan(u)
+    assert valid.any() and u[valid].min() >= 0.0 and u[valid].max() <= 1.0 and u[valid].std() > 0
+
+
+def test_a_bundle_without_a_head_says_how_to_get_one(scene, fast_model, tmp_path):
+    with pytest.raises(UserError, match="no ConfidNet head"):
+        run_predict(
+            PredictParameters(
+                raster=scene.image, out_dir=tmp_path / "o", model_dir=fast_model, acquisition="confidnet"
+            )
+        )
