@@ -141,15 +141,36 @@ def build_parser() -> argparse.ArgumentParser:
         help="DIAL's protocol with a simulated annotator: mIoU against clicks",
         description="Writes OUT/benchmark.json, OUT/benchmark.png and OUT/clicks.gpkg.",
     )
-    bench.add_argument("raster", type=_existing_path)
-    bench.add_argument("--labels", required=True, type=Path, help="reference labels on the raster's grid")
-    bench.add_argument("--model", required=True, type=Path)
-    bench.add_argument("--out", required=True, type=Path)
-    bench.add_argument("--clicks", required=True, type=int, help="click budget")
-    bench.add_argument("--mode", choices=("ac", "disca"), default="ac")
+    bench.add_argument("raster", nargs="?", type=_existing_path, help="the raster (DIAL protocol)")
     bench.add_argument(
-        "--order", choices=("entropy", "random", "margin", "mcdropout", "odin"), default="entropy"
+        "--protocol",
+        choices=("dial", "sial"),
+        default="dial",
+        help="dial: refine a model with clicks on one raster (default); "
+        "sial: train from clicks only on a config's rasters",
     )
+    bench.add_argument("--labels", type=Path, help="reference labels on the raster's grid")
+    bench.add_argument("--model", type=Path)
+    bench.add_argument("--out", required=True, type=Path)
+    bench.add_argument("--clicks", type=int, help="click budget (DIAL protocol)")
+    bench.add_argument("--mode", choices=("ac", "disca"), default="ac")
+    bench.add_argument("--order", choices=("entropy", "random", *ACQUISITIONS[1:]), default="entropy")
+    sial = bench.add_argument_group("SIAL protocol")
+    sial.add_argument("--config", type=Path, help="training config: training and validation rasters")
+    sial.add_argument("--iterations", type=int, default=6)
+    sial.add_argument("--steps", type=int, default=400, help="training steps per iteration")
+    sial.add_argument("--loss", choices=("ewdl", "ce"), default="ewdl")
+    sial.add_argument(
+        "--expand",
+        choices=("none", "slic", "felzenszwalb"),
+        default="none",
+        help="spread each click over its superpixel",
+    )
+    sial.add_argument(
+        "--sieve", default="0.8", help="drop expanded pixels the model confidently disputes ('none': keep)"
+    )
+    sial.add_argument("--reference", type=Path, help="a densely trained bundle of the same network")
+    sial.add_argument("--image-size", type=int, default=512, help="the annotator's image size (default 512)")
     bench.add_argument("--seed", type=int, default=0)
     bench.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
     bench.add_argument(
@@ -208,8 +229,14 @@ def build_parser() -> argparse.ArgumentParser:
     card.add_argument(
         "--config", type=Path, help="its training config: validation rasters and class map from there"
     )
-    card.add_argument("--validation", nargs=2, action="append", metavar=("IMAGE", "LABELS"), default=[],
-                      help="a validation pair (repeatable)")  # fmt: skip
+    card.add_argument(
+        "--validation",
+        nargs=2,
+        action="append",
+        metavar=("IMAGE", "LABELS"),
+        default=[],
+        help="a validation pair (repeatable)",
+    )
     card.add_argument("--clicks", type=int, default=10, help="simulated clicks per raster (default 10)")
     card.add_argument("--notes", type=Path, help="JSON with 'failure_modes' and 'notes' lists for the card")
     card.add_argument("--device", choices=DEVICE_CHOICES, default="auto")
@@ -377,6 +404,12 @@ def _benchmark(args: argparse.Namespace) -> int:
     from .benchmark import BenchmarkParameters, run_benchmark
     from .progress import Monitor
 
+    if args.protocol == "sial":
+        return _sial(args)
+    missing = [name for name in ("raster", "labels", "model", "clicks") if getattr(args, name) is None]
+    if missing:
+        raise UserError(f"the DIAL protocol needs {', '.join(missing)} (see --help)")
+
     class_map = None
     if args.class_map:
         try:
@@ -406,6 +439,44 @@ def _benchmark(args: argparse.Namespace) -> int:
         f"{result['seconds_per_click']} s per click"
     )
     print(f"  {args.out / 'benchmark.json'}\n  {args.out / 'benchmark.png'}")
+    return 0
+
+
+def _sial(args: argparse.Namespace) -> int:
+    from .progress import Monitor
+    from .sial import SialParameters, run_sial
+    from .sparse_training import SparseSettings
+    from .superpixels import ExpansionSettings
+    from .training import TrainingConfig
+
+    if args.config is None:
+        raise UserError("the SIAL protocol needs --config (training and validation rasters)")
+    expansion = None
+    if args.expand != "none":
+        sieve = None if args.sieve == "none" else float(args.sieve)
+        expansion = ExpansionSettings(method=args.expand, sieve=sieve)
+    params = SialParameters(
+        config=TrainingConfig.load(args.config),
+        out_dir=args.out,
+        iterations=args.iterations,
+        image_size=args.image_size,
+        training=SparseSettings(steps=args.steps, loss=args.loss, seed=args.seed),
+        expansion=expansion,
+        reference=args.reference,
+        device=args.device,
+        seed=args.seed,
+    )
+    result = run_sial(params, Monitor(TerminalProgress("sial", not args.quiet)))
+    for it in result["iterations"]:
+        print(
+            f"iteration {it['iteration']}: {it['clicks']} clicks ({it['clicked_fraction_percent']:.4f} % "
+            f"of the pixels), validation mIoU {it['validation_miou']:.2f}"
+        )
+    if result["reference_miou"]:
+        print(
+            f"dense reference: {result['reference_miou']:.2f} → {100 * result['share_of_dense']:.1f} % of it"
+        )
+    print(f"  {args.out / 'sial.json'}")
     return 0
 
 

@@ -99,8 +99,12 @@ class Scores:
         total = self.confusion.sum()
         return float(100.0 * np.trace(self.confusion) / total) if total else float("nan")
 
-    def per_class(self) -> dict[str, float]:
-        return {name: round(float(v), 2) for name, v in zip(self.class_names, self.iou, strict=True)}
+    def per_class(self) -> dict[str, float | None]:
+        """IoU per class in percent; None for a class absent from both truth and prediction."""
+        return {
+            name: None if np.isnan(v) else round(float(v), 2)
+            for name, v in zip(self.class_names, self.iou, strict=True)
+        }
 
     def __add__(self, other: Scores) -> Scores:
         return Scores(self.confusion + other.confusion, self.class_names)

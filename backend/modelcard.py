@@ -159,7 +159,8 @@ def _validation_lines(card: ModelCard, provenance: dict[str, Any]) -> list[str]:
         entry = evaluation[key]
         clicks = key.split("_")[1]
         label = "no clicks" if clicks == "0" else f"{clicks} simulated clicks per raster (AC)"
-        per_class = " | ".join(f"{entry['per_class_iou'][c.name]:.1f}" for c in card.classes)
+        values = [entry["per_class_iou"][c.name] for c in card.classes]
+        per_class = " | ".join("–" if v is None else f"{v:.1f}" for v in values)
         lines.append(f"| {label} | {entry['miou']:.1f} | {per_class} |")
     history = provenance.get("history", [])
     if history:

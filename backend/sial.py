@@ -1,0 +1,154 @@
+"""SIAL's protocol: a network trained from nothing but error-driven clicks, iteration after iteration.
+
+The training rasters are cut into "images" (``image_size`` windows, like SIAL's datasets). In
+each iteration:
+
+1. the annotator looks at every image's prediction and, for each class, clicks once at the
+   centre of that class's largest missed region (SIAL's annotator; iteration 0 looks at the
+   untrained network's output);
+2. the clicks may be spread over their superpixels (LSSQPS), sieved by the current model;
+3. the network trains on all labels so far (EWDL or cross-entropy, from scratch at the start);
+4. the validation rasters are predicted: mIoU, and the fraction of pixels clicked so far.
+
+The dense reference is the same network trained on every pixel of the same rasters (a bundle
+such as models/dubai-landcover), measured the same way.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .agents import sial_clicks
+from .bundle import ModelBundle, create_bundle, load_bundle
+from .card import ClickEncoding
+from .clicks import Click
+from .evaluation import Scores, predict_in_memory, read_labels, score
+from .inference import Predictor
+from .progress import Monitor
+from .raster import RasterSource
+from .runtime import resolve_device
+from .sparse_training import SparseSettings, SparseTrainer, window_probabilities
+from .superpixels import ExpansionSettings, SparseLabels, expand_clicks, label_quality
+from .tiling import patch_grid
+from .training import TrainingConfig
+
+
+@dataclass
+class SialParameters:
+    config: TrainingConfig
+    out_dir: Path
+    iterations: int = 6
+    image_size: int = 512
+    training: SparseSettings = field(default_factory=SparseSettings)
+    expansion: ExpansionSettings | None = None
+    reference: Path | None = None  # a densely trained bundle of the same network
+    device: str = "auto"
+    seed: int = 0
+
+
+def _validate(predictor: Predictor, pairs, class_map, names) -> Scores:
+    total = None
+    for image, labels in pairs:
+        with RasterSource(image, predictor.card.input) as source:
+            maps, _ = predict_in_memory(predictor, source)
+        scores = score(maps.classes, read_labels(labels, class_map), names)
+        total = scores if total is None else total + scores
+    return total
+
+
+def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str, Any]:
+    monitor = monitor or Monitor()
+    config, device = params.config, resolve_device(params.device)
+    card = config.card().with_updates(name=f"{config.name}-sial", clicks=ClickEncoding(enabled=False))
+    names = [c.name for c in card.classes]
+    bundle = create_bundle(card, seed=params.seed)
+    trainer = SparseTrainer(bundle.network, card, device, params.training)
+    sources = [RasterSource(image, card.input) for image, _ in config.train]
+    truths = [read_labels(labels, config.class_map) for _, labels in config.train]
+    total_labelled = int(sum((t != 255).sum() for t in truths))
+    clicks: list[list[Click]] = [[] for _ in sources]
+    history: list[dict[str, Any]] = []
+    reference = None
+    if params.reference is not None:
+        dense = load_bundle(params.reference)
+        reference = _validate(
+            Predictor(dense, device, owns_network=True), config.validation, config.class_map, names
+        )
+    started = time.perf_counter()
+    for iteration in range(params.iterations):
+        span = (iteration / params.iterations, (iteration + 1) / params.iterations)
+        step = monitor.scaled(*span)
+        step.report(0.0, f"iteration {iteration + 1}: the annotator looks at the predictions")
+        predictor = Predictor(ModelBundle(card, bundle.network), device)
+        new = 0
+        for i, source in enumerate(sources):
+            maps, _ = predict_in_memory(predictor, source)
+            seen = {(c.row, c.col) for c in clicks[i]}
+            for patch in patch_grid(source.info.width, source.info.height, params.image_size):
+                window = np.s_[patch.row : patch.row + patch.height, patch.col : patch.col + patch.width]
+                for c in sial_clicks(maps.classes[window], truths[i][window], range(card.n_classes)):
+                    click = Click(c.row + patch.row, c.col + patch.col, c.class_id)
+                    if (click.row, click.col) not in seen:
+                        clicks[i].append(click)
+                        seen.add((click.row, click.col))
+                        new += 1
+        step.report(0.3, f"iteration {iteration + 1}: {new} new clicks")
+        labels, quality = [], []
+        for i, source in enumerate(sources):
+            if params.expansion is None:
+                labels.append(SparseLabels.from_clicks(clicks[i]))
+            else:
+                sieve = window_probabilities(bundle.network, card, source, device) if iteration else None
+                labels.append(expand_clicks(source, clicks[i], params.expansion, sieve))
+            quality.append(label_quality(labels[-1], truths[i]))
+        losses = trainer.fit(list(zip(sources, labels, strict=True)), step.scaled(0.35, 0.9))
+        validation = _validate(
+            Predictor(ModelBundle(card, bundle.network), device), config.validation, config.class_map, names
+        )
+        n_clicks = sum(len(c) for c in clicks)
+        added = sum(q["added_pixels"] for q in quality)
+        wrong = sum(q["added_error_rate"] * q["added_pixels"] for q in quality)
+        history.append(
+            {
+                "iteration": iteration + 1,
+                "clicks": n_clicks,
+                "clicked_fraction_percent": round(100 * n_clicks / total_labelled, 5),
+                "added_pixels": added,
+                "added_fraction_percent": round(100 * added / total_labelled, 4),
+                "added_error_rate": round(wrong / added, 4) if added else None,
+                "validation_miou": round(validation.miou, 2),
+                "per_class_iou": validation.per_class(),
+                "loss": round(float(np.mean(losses[-50:])), 4),
+                "minutes": round((time.perf_counter() - started) / 60, 1),
+            }
+        )
+        step.report(1.0, f"iteration {iteration + 1}: validation mIoU {validation.miou:.2f}")
+    for source in sources:
+        source.close()
+    result = {
+        "protocol": "sial",
+        "iterations": history,
+        "final_miou": history[-1]["validation_miou"],
+        "reference_miou": round(reference.miou, 2) if reference else None,
+        "reference_per_class_iou": reference.per_class() if reference else None,
+        "share_of_dense": round(history[-1]["validation_miou"] / reference.miou, 4) if reference else None,
+        "training": asdict(params.training),
+        "expansion": asdict(params.expansion) if params.expansion else None,
+        "image_size": params.image_size,
+        "train_rasters": [Path(i).name for i, _ in config.train],
+        "validation_rasters": [Path(i).name for i, _ in config.validation],
+    }
+    params.out_dir.mkdir(parents=True, exist_ok=True)
+    (params.out_dir / "sial.json").write_text(json.dumps(result, indent=2) + "\n")
+    from .bundle import save_bundle
+
+    save_bundle(
+        ModelBundle(card.with_updates(provenance={"sial": result}), bundle.network), params.out_dir / "model"
+    )
+    return result

@@ -1,0 +1,149 @@
+"""Training from sparse labels only (SIAL): a network learns from clicks spread over rasters.
+
+Each step takes crops centred (with jitter) on labelled pixels drawn at random, flips and rotates
+them, and computes SIAL's Error-Weighted Dice Loss (or cross-entropy) over the labelled pixels
+in the crops. The optimiser (AdamW) carries on from one iteration to the next, as the labels
+grow: predict → clicks on errors → train → …
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F  # noqa: N812
+from torch import nn
+
+from .card import ModelCard
+from .errors import UserError
+from .losses import error_weighted_dice
+from .network import softmax_probabilities
+from .progress import Monitor
+from .raster import RasterSource
+from .superpixels import SparseLabels
+
+IGNORE = 255
+
+
+@dataclass(frozen=True)
+class SparseSettings:
+    steps: int = 400
+    batch: int = 8
+    crop: int = 128
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    loss: str = "ewdl"  # "ewdl" (SIAL) or "ce"
+    error_weight: float = 5.0
+    seed: int = 0
+
+    def check(self) -> None:
+        if self.loss not in ("ewdl", "ce"):
+            raise UserError(f"loss must be ewdl or ce, not {self.loss}")
+        if self.crop % 32:
+            raise UserError(f"crop must be a multiple of 32, not {self.crop}")
+
+
+def _autocast(device: torch.device) -> torch.dtype | None:
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
+class SparseTrainer:
+    def __init__(self, network: nn.Module, card: ModelCard, device: torch.device, settings: SparseSettings):
+        settings.check()
+        self.network, self.card, self.device, self.settings = network.to(device), card, device, settings
+        self.optimizer = torch.optim.AdamW(
+            network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
+        )
+        self.rng = np.random.default_rng(settings.seed)
+
+    def _crop(self, source: RasterSource, labels: SparseLabels, index: int) -> tuple[np.ndarray, np.ndarray]:
+        size, info = self.settings.crop, source.info
+        jitter = self.rng.integers(-size // 4, size // 4 + 1, size=2)
+        row = int(np.clip(labels.rows[index] - size // 2 + jitter[0], 0, max(info.height - size, 0)))
+        col = int(np.clip(labels.cols[index] - size // 2 + jitter[1], 0, max(info.width - size, 0)))
+        image, _ = source.read_normalized(row, col, size, size)
+        target = np.full((size, size), IGNORE, dtype=np.int64)
+        inside = (
+            (labels.rows >= row)
+            & (labels.rows < row + size)
+            & (labels.cols >= col)
+            & (labels.cols < col + size)
+        )
+        target[labels.rows[inside] - row, labels.cols[inside] - col] = labels.classes[inside]
+        turns = int(self.rng.integers(0, 4))
+        image, target = np.rot90(image, turns, (1, 2)), np.rot90(target, turns)
+        if self.rng.random() < 0.5:
+            image, target = image[:, :, ::-1], target[:, ::-1]
+        if self.card.clicks.enabled:  # a model with click channels trains with them empty
+            image = np.concatenate([image, np.zeros((self.card.n_classes, size, size), np.float32)])
+        return np.ascontiguousarray(image), np.ascontiguousarray(target)
+
+    def fit(
+        self, data: Sequence[tuple[RasterSource, SparseLabels]], monitor: Monitor | None = None
+    ) -> list[float]:
+        """``settings.steps`` steps over the labelled pixels of every raster; returns the losses."""
+        monitor = monitor or Monitor()
+        data = [(s, lbl) for s, lbl in data if len(lbl)]
+        if not data:
+            raise UserError("no labelled pixels to learn from")
+        counts = np.array([len(lbl) for _, lbl in data], dtype=np.float64)
+        network, settings = self.network, self.settings
+        network.train()
+        for parameter in network.parameters():
+            parameter.requires_grad_(True)
+        dtype = _autocast(self.device)
+        losses = []
+        started = time.perf_counter()
+        for step in range(settings.steps):
+            monitor.check()
+            crops = []
+            for _ in range(settings.batch):
+                which = int(self.rng.choice(len(data), p=counts / counts.sum()))
+                source, labels = data[which]
+                crops.append(self._crop(source, labels, int(self.rng.integers(0, len(labels)))))
+            x = torch.from_numpy(np.stack([c[0] for c in crops])).to(self.device)
+            x = x.contiguous(memory_format=torch.channels_last)
+            y = torch.from_numpy(np.stack([c[1] for c in crops])).to(self.device)
+            with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+                logits = network(x)
+            logits = logits.float()
+            if settings.loss == "ce":
+                loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
+            else:
+                index = torch.nonzero(y != IGNORE)
+                loss = error_weighted_dice(
+                    logits, index, y[index[:, 0], index[:, 1], index[:, 2]], settings.error_weight
+                )
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            self.optimizer.step()
+            losses.append(loss.item())
+            if step % 10 == 0 or step == settings.steps - 1:
+                elapsed = time.perf_counter() - started
+                monitor.report(
+                    (step + 1) / settings.steps,
+                    f"training step {step + 1}/{settings.steps}, loss {np.mean(losses[-20:]):.3f}, "
+                    f"{elapsed / (step + 1):.2f} s/step",
+                )
+        network.eval()
+        return losses
+
+
+def window_probabilities(network: nn.Module, card: ModelCard, source: RasterSource, device: torch.device):
+    """A function giving the network's class probabilities over a window (for the sieve)."""
+
+    def probabilities(row: int, col: int, height: int, width: int) -> np.ndarray:
+        pad_h, pad_w = -height % 32, -width % 32
+        image, _ = source.read_normalized(row, col, height + pad_h, width + pad_w)
+        if card.clicks.enabled:
+            image = np.concatenate([image, np.zeros((card.n_classes, *image.shape[1:]), np.float32)])
+        with torch.inference_mode():
+            p = softmax_probabilities(network.eval()(torch.from_numpy(image)[None].to(device)))[0]
+        return p[:, :height, :width].cpu().numpy()
+
+    return probabilities

@@ -1,0 +1,96 @@
+import json
+
+import numpy as np
+import pytest
+
+from backend.clicks import Click
+from backend.evaluation import read_labels
+from backend.raster import RasterSource
+from backend.sample_scene import write_scene
+from backend.sial import SialParameters, run_sial
+from backend.sparse_training import SparseSettings
+from backend.superpixels import ExpansionSettings, SparseLabels, expand_clicks, label_quality
+from backend.training import TrainingConfig
+from tests.helpers import make_card
+
+CLASSES = [
+    ["building", "#3c1098"],
+    ["land", "#8429f6"],
+    ["road", "#6ec1e4"],
+    ["vegetation", "#fedd3a"],
+    ["water", "#e2a929"],
+]
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    return write_scene(tmp_path_factory.mktemp("sial-scene"), size=384, seed=12)
+
+
+def test_superpixel_expansion_adds_mostly_right_labels_and_never_enters_nodata(scene):
+    truth = read_labels(scene.labels)
+    rng = np.random.default_rng(0)
+    rows, cols = np.nonzero(truth != 255)
+    picks = rng.choice(len(rows), 30, replace=False)
+    clicks = [Click(int(rows[i]), int(cols[i]), int(truth[rows[i], cols[i]])) for i in picks]
+    with RasterSource(scene.image, make_card().input) as source:
+        labels = expand_clicks(source, clicks, ExpansionSettings(window=64, segment_size=80, sieve=None))
+        valid = source.read_valid(0, 0, 384, 384)
+    quality = label_quality(labels, truth)
+    assert quality["clicks"] == 30 and quality["added_pixels"] > 30 * 20
+    assert quality["added_error_rate"] < 0.15 and quality["click_error_rate"] == 0.0
+    assert valid[labels.rows, labels.cols].all()  # the masked corner stays unlabelled
+
+
+def test_expansion_next_to_nodata_stays_out_of_it(scene):
+    with RasterSource(scene.image, make_card().input) as source:
+        valid = source.read_valid(0, 0, 384, 384)
+        edge = np.argwhere(valid & ~np.roll(valid, -3, axis=1))[10]  # a valid pixel 3 px from the mask
+        labels = expand_clicks(source, [Click(int(edge[0]), int(edge[1]), 1)], ExpansionSettings(sieve=None))
+    assert valid[labels.rows, labels.cols].all() and len(labels) > 1
+
+
+def test_the_sieve_drops_pixels_the_model_confidently_disputes(scene):
+    click = Click(200, 200, 2)
+
+    def sure_of_class_zero_above(row, col, height, width):
+        p = np.zeros((5, height, width), np.float32)
+        p[0, : height // 2] = 0.95  # the upper half: "building", confidently
+        p[2, height // 2 :] = 1.0  # the lower half agrees with the click
+        return p
+
+    with RasterSource(scene.image, make_card().input) as source:
+        kept = expand_clicks(source, [click], ExpansionSettings(sieve=None))
+        sieved = expand_clicks(source, [click], ExpansionSettings(sieve=0.8), sure_of_class_zero_above)
+    assert 1 <= len(sieved) < len(kept)
+    assert (200, 200) in set(zip(sieved.rows.tolist(), sieved.cols.tolist(), strict=True))  # the click stays
+
+
+def test_the_sial_protocol_learns_from_clicks_alone(scene, tmp_path):
+    data = {
+        "name": "sial-test",
+        "classes": CLASSES,
+        "encoder": "timm-mobilenetv3_small_minimal_100",
+        "train": [[str(scene.image), str(scene.labels)]],
+        "validation": [[str(scene.image), str(scene.labels)]],
+    }
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    params = SialParameters(
+        config=TrainingConfig.load(tmp_path / "config.json"),
+        out_dir=tmp_path / "out",
+        iterations=2,
+        image_size=128,
+        training=SparseSettings(steps=30, batch=4, crop=64),
+        device="cpu",
+    )
+    result = run_sial(params)
+    first, second = result["iterations"]
+    assert 0 < first["clicks"] < second["clicks"] <= 2 * 9 * 5  # ≤ one click per class, image and iteration
+    assert second["clicked_fraction_percent"] < 1.0
+    assert second["validation_miou"] > 0 and (tmp_path / "out" / "model" / "model.json").is_file()
+    assert json.loads((tmp_path / "out" / "sial.json").read_text())["iterations"] == result["iterations"]
+
+
+def test_sparse_labels_from_clicks():
+    labels = SparseLabels.from_clicks([Click(1, 2, 3), Click(4, 5, 0)])
+    assert labels.rows.tolist() == [1, 4] and labels.classes.tolist() == [3, 0] and labels.clicked.all()
