@@ -32,11 +32,17 @@ class ArrayMaps:
     def __init__(self, height: int, width: int):
         self.classes = np.full((height, width), CLASS_NODATA, dtype=np.uint8)
         self.uncertainty = np.full((height, width), np.nan, dtype=np.float32)
+        self.probabilities: np.ndarray | None = None  # filled when the predictor keeps them
 
     def write(self, block: MapBlock) -> None:
         h, w = block.classes.shape
-        self.classes[block.row : block.row + h, block.col : block.col + w] = block.classes
-        self.uncertainty[block.row : block.row + h, block.col : block.col + w] = block.uncertainty
+        window = np.s_[block.row : block.row + h, block.col : block.col + w]
+        self.classes[window] = block.classes
+        self.uncertainty[window] = block.uncertainty
+        if block.probabilities is not None:
+            if self.probabilities is None:
+                self.probabilities = np.zeros((block.probabilities.shape[0], *self.classes.shape), np.float32)
+            self.probabilities[(slice(None), *window)] = block.probabilities
 
     def read(self, patch: Patch) -> MapBlock:
         window = np.s_[patch.row : patch.row + patch.height, patch.col : patch.col + patch.width]

@@ -110,6 +110,7 @@ class Predictor:
                 parameter.requires_grad_(False)  # ODIN then differentiates the input alone
         self.network = self.network.to(self.device).to(memory_format=torch.channels_last)
         self.channels = self.card.n_classes + (1 if self.acquisition.per_tile else 0)
+        self.keep_probabilities = False  # finished blocks also carry the blended probabilities
         self.confidnet = bundle.confidnet
         if self.acquisition.name == "confidnet":
             if self.confidnet is None:
@@ -213,7 +214,8 @@ class Predictor:
         classes_np[~valid] = CLASS_NODATA
         uncertainty_np[~valid] = np.nan
         row, col = accumulator.row0 + rows.start, accumulator.col0 + cols.start
-        return MapBlock(row, col, classes_np, uncertainty_np, valid)
+        kept = probabilities.float().cpu().numpy() if self.keep_probabilities else None
+        return MapBlock(row, col, classes_np, uncertainty_np, valid, kept)
 
     def predict_raster(
         self,

@@ -136,6 +136,7 @@ class MapBlock:
     classes: np.ndarray  # uint8, CLASS_NODATA where invalid
     uncertainty: np.ndarray  # float32, NaN where invalid
     valid: np.ndarray
+    probabilities: np.ndarray | None = None  # classes × h × w, only when asked for (see Predictor)
 
     @property
     def window(self) -> Window:
