@@ -26,9 +26,10 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +45,9 @@ from .predict import PredictParameters, PredictReport, run_predict
 from .progress import Monitor
 from .raster import RasterInfo, RasterSource, inspect_raster
 from .runtime import resolve_device
+from .sparse_training import SparseSettings as TrainingSettings
+from .sparse_training import SparseTrainer, window_probabilities
+from .superpixels import ExpansionSettings, SparseLabels, expand_clicks
 
 ogr.UseExceptions()
 
@@ -69,6 +73,20 @@ class StoredClick:
 
     def as_click(self) -> Click:
         return Click(self.row, self.col, self.class_id, self.click_id)
+
+
+@dataclass(frozen=True)
+class SparseSettings:
+    """Session rounds the SIAL way (see :meth:`Session._train_sparse`), for a network trained
+    from clicks alone; ``DiscaSettings`` refine a trained one."""
+
+    training: TrainingSettings = field(default_factory=lambda: TrainingSettings(steps=300))
+    expansion: ExpansionSettings | None = None
+
+    def check(self) -> None:
+        self.training.check()
+        if self.expansion is not None:
+            self.expansion.check()
 
 
 @dataclass(frozen=True)
@@ -298,7 +316,7 @@ class Session:
         self.raster = Path(meta["raster"])
         self.model_dir = Path(meta["model"])
         self.info = inspect_raster(self.raster)
-        self.settings = DiscaSettings(**meta.get("disca", {}))
+        self.settings = settings_from_meta(meta.get("disca", {}))
         self.checkpoints = path.with_suffix(".checkpoints")
         self.outputs = path.with_suffix(".outputs")
         self.bundle = load_bundle(self.model_dir)
@@ -342,7 +360,7 @@ class Session:
             "model": str(Path(model_dir).resolve()),
             "model_sha256": bundle.card.weights_sha256,
             "starting_weights": str(Path(starting_weights).resolve()) if starting_weights else None,
-            "disca": asdict(settings or DiscaSettings()),
+            "disca": settings_to_meta(settings or DiscaSettings()),
             "created": _now(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -451,11 +469,14 @@ class Session:
         if settings is not None:
             self.settings = settings
         self.settings.check()
-        disca = self._disca_engine()
-        disca.settings = self.settings
         with RasterSource(self.raster, self.bundle.card.input) as source:
             try:
-                report = disca.retrain(source, clicks, monitor)
+                if isinstance(self.settings, SparseSettings):
+                    report = self._train_sparse(source, clicks, monitor)
+                else:
+                    disca = self._disca_engine()
+                    disca.settings = self.settings
+                    report = disca.retrain(source, clicks, monitor)
             except BaseException:
                 self._load_weights(self.current_checkpoint())  # the last good weights, untouched
                 raise
@@ -464,6 +485,24 @@ class Session:
         name = f"round-{iteration:04d}.safetensors"
         _save_state(self.bundle.network, self.checkpoints / name)
         return TrainedRound(iteration, name, len(clicks), report)
+
+    def _train_sparse(
+        self, source: RasterSource, clicks: Sequence[Click], monitor: Monitor | None
+    ) -> RetrainReport:
+        """SIAL's way: every click so far (optionally spread over its superpixel) as sparse ground
+        truth, EWDL or cross-entropy, no anchor: for a network that starts from nothing."""
+        started = time.perf_counter()
+        settings = self.settings
+        if settings.expansion is not None:
+            sieve = window_probabilities(self.bundle.network, self.bundle.card, source, self.device)
+            labels = expand_clicks(source, clicks, settings.expansion, sieve if self.iteration else None)
+        else:
+            labels = SparseLabels.from_clicks(clicks)
+        trainer = SparseTrainer(self.bundle.network, self.bundle.card, self.device, settings.training)
+        losses = trainer.fit([(source, labels)], monitor)
+        for parameter in self.bundle.network.parameters():
+            parameter.requires_grad_(False)
+        return RetrainReport(len(losses), len(labels), len(clicks), time.perf_counter() - started, losses)
 
     def commit_round(self, trained: TrainedRound) -> None:
         """The database half of :meth:`retrain` (on the thread that owns the session)."""
@@ -635,6 +674,21 @@ class Session:
         }
         adapted = card.with_updates(name=f"{card.name}-adapted", provenance=provenance)
         return save_bundle(ModelBundle(adapted, self.bundle.network), directory, dtype="float32")
+
+
+def settings_to_meta(settings: DiscaSettings | SparseSettings) -> dict[str, Any]:
+    return {"kind": "sial" if isinstance(settings, SparseSettings) else "disca", **asdict(settings)}
+
+
+def settings_from_meta(data: dict[str, Any]) -> DiscaSettings | SparseSettings:
+    data = dict(data)
+    if data.pop("kind", "disca") != "sial":
+        return DiscaSettings(**data)
+    expansion = data.get("expansion")
+    return SparseSettings(
+        training=TrainingSettings(**data["training"]),
+        expansion=ExpansionSettings(**expansion) if expansion else None,
+    )
 
 
 def _save_state(network: torch.nn.Module, path: Path) -> None:

@@ -161,8 +161,13 @@ def test_sequential_adaptation_starts_from_the_previous_image_weights(
     session.add_click(10, 10, 0)
     session.retrain()
     adapted = weights(session.bundle.network)
-    keep = Session.create(tmp_path / "next.gpkg", scene.image, small_tile_model, "cpu",
-                          starting_weights=session.current_checkpoint())  # fmt: skip
+    keep = Session.create(
+        tmp_path / "next.gpkg",
+        scene.image,
+        small_tile_model,
+        "cpu",
+        starting_weights=session.current_checkpoint(),
+    )
     reset = Session.create(tmp_path / "reset.gpkg", scene.image, small_tile_model, "cpu")
     assert same(weights(keep.bundle.network), adapted)
     assert not same(weights(reset.bundle.network), adapted)
@@ -188,3 +193,34 @@ def test_a_region_refresh_touches_only_that_region_and_the_next_run_redoes_every
     changed = ~np.isclose(after, before, atol=0, equal_nan=True)  # the scene's masked corner is NaN in both
     assert changed[:100, :100].any() and not changed[~footprint].any()
     assert session.predict().run["mode"] == "full"  # the mixed cache is never mistaken for a model's
+
+
+def test_a_session_can_train_an_untrained_network_from_clicks_alone(tmp_path, scene):
+    """SIAL's path: any class list, no pretrained model, EWDL rounds on every click so far."""
+    from backend.bundle import create_bundle, save_bundle
+    from backend.card import ClassInfo, ClickEncoding
+    from backend.evaluation import read_labels
+    from backend.session import SparseSettings
+    from backend.sparse_training import SparseSettings as Training
+    from tests.helpers import make_card
+
+    card = make_card(
+        classes=(ClassInfo(0, "built", "#ff0000"), ClassInfo(1, "open", "#00ff00")),
+        clicks=ClickEncoding(enabled=False),
+    )
+    save_bundle(create_bundle(card, seed=1), tmp_path / "fresh")
+    settings = SparseSettings(training=Training(steps=40, batch=4, crop=64, learning_rate=3e-3))
+    session = Session.create(
+        tmp_path / "sial.gpkg", scene.image, tmp_path / "fresh", "cpu", settings=settings
+    )
+    truth = read_labels(scene.labels)
+    rng = np.random.default_rng(0)
+    for _ in range(12):
+        row, col = (int(v) for v in rng.integers(20, 360, 2))
+        if truth[row, col] != 255:
+            session.add_click(row, col, 0 if truth[row, col] == 0 else 1)
+    report = session.retrain()
+    assert report.steps == 40 and report.losses[-1] < report.losses[0]
+    assert session.iteration == 1 and session.current_checkpoint().is_file()
+    reopened = Session.open(session.path, "cpu")
+    assert isinstance(reopened.settings, SparseSettings) and reopened.settings.training.steps == 40
