@@ -191,6 +191,11 @@ def build_parser() -> argparse.ArgumentParser:
     create_session.add_argument("--raster", required=True, type=Path)
     create_session.add_argument("--model", required=True, type=Path)
     create_session.add_argument(
+        "--sial",
+        action="store_true",
+        help="train the model from the clicks alone (SIAL rounds: EWDL, no anchor)",
+    )
+    create_session.add_argument(
         "--starting-weights",
         type=Path,
         help="continue from another session's checkpoint or bundle (sequential adaptation)",
@@ -499,7 +504,12 @@ def _session(args: argparse.Namespace) -> int:
     from .session import Session
 
     if args.action == "create":
-        session = Session.create(args.session, args.raster, args.model, args.device, args.starting_weights)
+        from .session import SparseSettings
+
+        settings = SparseSettings() if args.sial else None
+        session = Session.create(
+            args.session, args.raster, args.model, args.device, args.starting_weights, settings
+        )
         print(
             f"created {args.session} ({session.info.width} × {session.info.height} px, "
             f"model {session.bundle.card.name})"
@@ -534,7 +544,12 @@ def _session(args: argparse.Namespace) -> int:
     elif args.action == "undo":
         print(session.undo())
     elif args.action == "retrain":
-        report = session.retrain(_disca_settings(args, session.settings), progress)
+        from .disca import DiscaSettings
+
+        settings = (
+            _disca_settings(args, session.settings) if isinstance(session.settings, DiscaSettings) else None
+        )
+        report = session.retrain(settings, progress)
         print(
             f"round {session.iteration}: {report.steps} steps on {report.crops} crops, "
             f"{report.clicks} clicks, "
