@@ -345,7 +345,7 @@ def train(
             optimizer.step()
             scheduler.step()
             state.step += 1
-            losses.append(float(loss))
+            losses.append(loss.item())
             if time.perf_counter() - last_log > 30 or state.step == config.steps:
                 last_log = time.perf_counter()
                 elapsed = last_log - started
