@@ -102,15 +102,14 @@ def test_removing_the_click_restores_the_previous_maps(tmp_path, scene, fast_mod
     np.testing.assert_allclose(before[1], after[1], atol=1e-6, equal_nan=True)
 
 
-def test_a_different_model_or_acquisition_invalidates_the_cache(
-    tmp_path, scene, fast_model, small_tile_model
-):
+def test_a_different_model_or_acquisition_invalidates_the_cache(tmp_path, fast_model, small_tile_model):
+    raster = write_raster(tmp_path / "small.tif", random_image(300, 300, seed=3))
     out = tmp_path / "session"
-    predict(scene, out, fast_model)
-    clicks = clicks_file(tmp_path, scene, fast_model, [Click(10, 10, 2)])
-    assert predict(scene, out, small_tile_model, clicks).run["mode"] == "full"
-    assert predict(scene, out, small_tile_model, clicks, acquisition="margin").run["mode"] == "full"
-    assert predict(scene, out, small_tile_model, clicks, acquisition="margin").run["mode"] == "incremental"
+    predict(raster, out, fast_model)
+    clicks = clicks_file(tmp_path, raster, fast_model, [Click(10, 10, 2)])
+    assert predict(raster, out, small_tile_model, clicks).run["mode"] == "full"
+    assert predict(raster, out, small_tile_model, clicks, acquisition="margin").run["mode"] == "full"
+    assert predict(raster, out, small_tile_model, clicks, acquisition="margin").run["mode"] == "incremental"
 
 
 def test_an_interrupted_update_leaves_outputs_intact_and_forces_a_full_run(tmp_path, scene, fast_model):
