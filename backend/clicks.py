@@ -57,15 +57,6 @@ class ClickLoad:
         return f"{len(self.outside)} click(s) lie outside the raster: {shown}{more}"
 
 
-def _srs_from_raster(info: RasterInfo) -> osr.SpatialReference | None:
-    if info.crs is None:
-        return None
-    srs = osr.SpatialReference()
-    srs.ImportFromWkt(info.crs.to_wkt())
-    srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    return srs
-
-
 def read_clicks(
     path: str | Path, info: RasterInfo, card: ModelCard, layer_name: str | None = None
 ) -> ClickLoad:
@@ -146,7 +137,7 @@ def _coordinate_transform(
     layer: ogr.Layer, info: RasterInfo, path: Path, notices: list[str]
 ) -> osr.CoordinateTransformation | None:
     layer_srs = _declared_srs(layer)
-    raster_srs = _srs_from_raster(info)
+    raster_srs = info.ogr_srs()
     if raster_srs is None:
         if layer_srs is not None:
             notices.append(
@@ -231,7 +222,7 @@ def write_clicks(
     if path.exists():
         driver.DeleteDataSource(str(path))
     source = driver.CreateDataSource(str(path))
-    raster_srs = _srs_from_raster(info)
+    raster_srs = info.ogr_srs()
     srs = raster_srs
     transform = None
     if epsg is not None:

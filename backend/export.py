@@ -11,7 +11,7 @@ import os
 from collections import defaultdict
 from pathlib import Path
 
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 
 from .card import ModelCard
 from .errors import UserError
@@ -53,11 +53,7 @@ def polygonize_classes(classes: Path, out: Path, card: ModelCard, monitor: Monit
     tmp = out.with_name(out.name + ".tmp.gpkg")
     tmp.unlink(missing_ok=True)
     target = ogr.GetDriverByName("GPKG").CreateDataSource(str(tmp))
-    srs = None
-    if info.crs is not None:
-        srs = osr.SpatialReference()
-        srs.ImportFromWkt(info.crs.to_wkt())
-    layer = target.CreateLayer("classes", srs, ogr.wkbMultiPolygon)
+    layer = target.CreateLayer("classes", info.ogr_srs(), ogr.wkbMultiPolygon)
     for name, kind in (("class_id", ogr.OFTInteger), ("class_name", ogr.OFTString), ("area", ogr.OFTReal)):
         layer.CreateField(ogr.FieldDefn(name, kind))
     layer.StartTransaction()

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 import rasterio
-from osgeo import gdal, ogr, osr
+from osgeo import gdal, ogr
 from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
@@ -267,12 +267,7 @@ def write_patches(path: Path, info: RasterInfo, scores: Sequence[PatchScore], ac
     if path.exists():
         driver.DeleteDataSource(str(path))
     source = driver.CreateDataSource(str(path))
-    srs = None
-    if info.crs is not None:
-        srs = osr.SpatialReference()
-        srs.ImportFromWkt(info.crs.to_wkt())
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-    layer = source.CreateLayer("patches", srs, ogr.wkbPolygon, options=["FID=fid"])
+    layer = source.CreateLayer("patches", info.ogr_srs(), ogr.wkbPolygon, options=["FID=fid"])
     for name, kind in (
         ("rank", ogr.OFTInteger),
         ("score", ogr.OFTReal),

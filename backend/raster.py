@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import rasterio
 from affine import Affine
+from osgeo import osr
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
 from rasterio.windows import Window
@@ -48,6 +49,15 @@ class RasterInfo:
     def map_transform(self) -> Affine:
         """Pixel (col, row) → map (x, y); QGIS's convention when there is no georeferencing."""
         return self.transform if self.georeferenced else QGIS_PIXEL_TRANSFORM
+
+    def ogr_srs(self) -> osr.SpatialReference | None:
+        """The CRS for OGR layers (x = easting/longitude order), or None without a CRS."""
+        if self.crs is None:
+            return None
+        srs = osr.SpatialReference()
+        srs.ImportFromWkt(self.crs.to_wkt())
+        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        return srs
 
     @property
     def crs_label(self) -> str:

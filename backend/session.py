@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from osgeo import ogr, osr
+from osgeo import ogr
 
 from . import __version__
 from .bundle import ModelBundle, load_bundle, save_bundle, sha256_of
@@ -133,11 +133,7 @@ class SessionStore:
             raise UserError(f"{path} already exists: open it, or choose another session file")
         driver = ogr.GetDriverByName("GPKG")
         source = driver.CreateDataSource(str(path))
-        srs = None
-        if info.crs is not None:
-            srs = osr.SpatialReference()
-            srs.ImportFromWkt(info.crs.to_wkt())
-            srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
+        srs = info.ogr_srs()
         layers = {
             "clicks": (srs, ogr.wkbPoint, [("click_id", ogr.OFTInteger), ("class_id", ogr.OFTInteger),
                                            ("class_name", ogr.OFTString), ("iteration", ogr.OFTInteger),
@@ -257,13 +253,17 @@ class SessionStore:
             if row["iteration"] == iteration:
                 self._layer("iterations").DeleteFeature(row["fid"])
 
-    def set_miou(self, iteration: int, miou: float) -> None:
-        layer = self._layer("iterations")
-        for row in self._rows("iterations"):
-            if row["iteration"] == iteration:
+    def _update(self, layer_name: str, key: str, value: Any, field_name: str, new: Any) -> None:
+        """Set ``field_name`` to ``new`` on the rows whose ``key`` equals ``value``."""
+        layer = self._layer(layer_name)
+        for row in self._rows(layer_name):
+            if row[key] == value:
                 feature = layer.GetFeature(row["fid"])
-                feature.SetField("miou", miou)
+                feature.SetField(field_name, new)
                 layer.SetFeature(feature)
+
+    def set_miou(self, iteration: int, miou: float) -> None:
+        self._update("iterations", "iteration", iteration, "miou", miou)
 
     def push_action(self, kind: str, payload: dict[str, Any]) -> None:
         self._insert("actions", {"kind": kind, "payload": json.dumps(payload), "created": _now()})
@@ -287,12 +287,7 @@ class SessionStore:
         return patches
 
     def set_patch_status(self, patch_id: int, status: str) -> None:
-        layer = self._layer("patches")
-        for row in self._rows("patches"):
-            if row["patch_id"] == patch_id:
-                feature = layer.GetFeature(row["fid"])
-                feature.SetField("status", status)
-                layer.SetFeature(feature)
+        self._update("patches", "patch_id", patch_id, "status", status)
 
     def replace_patches(self, rows: Sequence[tuple[int, int, float, str, ogr.Geometry]]) -> None:
         layer = self._layer("patches")
