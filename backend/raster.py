@@ -271,3 +271,31 @@ class RasterSource:
         scale = 1.0 / ((high - low) * std)
         offset = -low * scale - mean / std
         return BandScaling(scale.astype(np.float32), offset.astype(np.float32), description, notices)
+
+
+class MemoryRasterSource(RasterSource):
+    """A raster read once and kept in memory (raw values and validity): for training loops that
+    read thousands of random crops, where decoding compressed blocks again each time would cost
+    more than the network."""
+
+    def __init__(self, path: str | Path, spec: InputSpec):
+        super().__init__(path, spec)
+        dataset = self._dataset()
+        bands = list(spec.bands)
+        self._raw = dataset.read(bands)
+        self._valid = np.all(dataset.read_masks(bands) > 0, axis=0)
+        self.close()
+
+    def read_raw(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+        data = np.zeros((len(self.spec.bands), height, width), dtype=np.float32)
+        valid = np.zeros((height, width), dtype=bool)
+        r0, c0 = max(row, 0), max(col, 0)
+        r1, c1 = min(row + height, self.info.height), min(col + width, self.info.width)
+        if r1 > r0 and c1 > c0:
+            inner = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
+            data[(slice(None), *inner)] = self._raw[:, r0:r1, c0:c1]
+            valid[inner] = self._valid[r0:r1, c0:c1]
+        return data, valid
+
+    def read_valid(self, row: int, col: int, height: int, width: int) -> np.ndarray:
+        return self.read_raw(row, col, height, width)[1]

@@ -31,7 +31,7 @@ from .clicks import Click
 from .evaluation import Scores, predict_in_memory, read_labels, score
 from .inference import Predictor
 from .progress import Monitor
-from .raster import RasterSource
+from .raster import MemoryRasterSource, RasterSource
 from .runtime import resolve_device
 from .sparse_training import SparseSettings, SparseTrainer, window_probabilities
 from .superpixels import ExpansionSettings, SparseLabels, expand_clicks, label_quality
@@ -69,7 +69,7 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
     names = [c.name for c in card.classes]
     bundle = create_bundle(card, seed=params.seed)
     trainer = SparseTrainer(bundle.network, card, device, params.training)
-    sources = [RasterSource(image, card.input) for image, _ in config.train]
+    sources = [MemoryRasterSource(image, card.input) for image, _ in config.train]  # thousands of crops
     truths = [read_labels(labels, config.class_map) for _, labels in config.train]
     total_labelled = int(sum((t != 255).sum() for t in truths))
     clicks: list[list[Click]] = [[] for _ in sources]

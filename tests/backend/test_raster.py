@@ -104,3 +104,17 @@ def test_too_few_bands_for_the_model(tmp_path):
     path = write_raster(tmp_path / "one.tif", random_image(10, 10, bands=1))
     with pytest.raises(UserError, match=r"has 1 band\(s\) but the model reads bands 1, 2, 3"):
         RasterSource(path, RGB)
+
+
+def test_a_raster_held_in_memory_reads_like_the_file(tmp_path):
+    from backend.raster import MemoryRasterSource
+
+    mask = np.ones((40, 50), dtype=bool)
+    mask[:5] = False
+    path = write_raster(tmp_path / "m.tif", random_image(40, 50, seed=3), mask=mask)
+    on_disk, in_memory = RasterSource(path, RGB), MemoryRasterSource(path, RGB)
+    for window in ((0, 0, 40, 50), (30, 40, 32, 32), (-5, -5, 20, 20)):
+        a, b = on_disk.read_normalized(*window), in_memory.read_normalized(*window)
+        np.testing.assert_array_equal(a[0], b[0])
+        np.testing.assert_array_equal(a[1], b[1])
+    np.testing.assert_array_equal(on_disk.read_valid(0, 0, 40, 50), in_memory.read_valid(0, 0, 40, 50))
