@@ -31,12 +31,16 @@ class TerminalProgress:
         self.tty = sys.stderr.isatty()
         self.last_decile = -1
         self.started = self.last_line = time.perf_counter()
+        self.first_fraction: float | None = None  # a resumed job starts part-way
 
     def __call__(self, fraction: float, message: str) -> None:
         if not self.enabled:
             return
         elapsed = time.perf_counter() - self.started
-        eta = f", {elapsed / fraction - elapsed:.0f} s left" if 0.02 < fraction < 1 else ""
+        if self.first_fraction is None:
+            self.first_fraction = fraction
+        done = fraction - self.first_fraction
+        eta = f", {elapsed / done * (1 - fraction):.0f} s left" if done > 0.02 and fraction < 1 else ""
         text = f"{self.label}: {fraction * 100:5.1f} % {message}{eta}"
         if self.tty:
             sys.stderr.write("\r" + text.ljust(78)[:120])

@@ -37,14 +37,16 @@ CLICK_LOSSES = ("ce", "ewdl")
 @dataclass(frozen=True)
 class DiscaSettings:
     steps: int = 10
-    learning_rate: float = 1e-3
+    learning_rate: float = 1e-4  # tuned on Dubai tile 2 with the bundled model (BENCHMARKS.md)
     momentum: float = 0.9
-    anchor_weight: float = 1.0  # λ
+    anchor_weight: float = 3.0  # λ
     click_loss: str = "ce"  # "ce" (DIAL) or "ewdl" (SIAL, error weight below)
     error_weight: float = 5.0
     drop_clicks: float = 0.5  # chance that a crop's click channels are zeroed at a step
     crop: int = 256
-    max_crops: int = 8  # crops per round: the newest clicks' first
+    max_crops: int = 8  # crops per SGD step: the newest click's, and others drawn from the replay
+    replay: int = 64  # crops kept around the most recent clicks, so older clicks are not forgotten
+    anchor_crops: int = 2  # random crops per round held to the initial prediction (no drift elsewhere)
     seed: int = 0
 
     @classmethod
@@ -59,6 +61,8 @@ class DiscaSettings:
             raise UserError("DISCA needs steps ≥ 1, a positive learning rate and λ ≥ 0")
         if self.crop % 32:
             raise UserError(f"the DISCA crop must be a multiple of 32, not {self.crop}")
+        if not 1 <= self.max_crops <= self.replay:
+            raise UserError("DISCA needs 1 ≤ crops per step ≤ crops kept for replay")
 
 
 @dataclass
@@ -137,7 +141,7 @@ class Disca:
         """Inputs, validity, p₀, clicked-pixel index (sample, row, col) and classes of the crops."""
         size = self.settings.crop
         info = source.info
-        origins = crop_origins(clicks, info.height, info.width, size, self.settings.max_crops)
+        origins = crop_origins(clicks, info.height, info.width, size, self.settings.replay)
         inputs, valids, index, classes = [], [], [], []
         for i, (row, col) in enumerate(origins):
             image, valid = source.read_normalized(row, col, size, size)
@@ -166,6 +170,45 @@ class Disca:
             torch.tensor(classes, dtype=torch.long, device=self.device),
         )
 
+    def _held_crops(
+        self, source: RasterSource, clicks: Sequence[Click], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Crops drawn anywhere on the raster, new each round, that only the anchor term sees: the
+        L1 to p₀ then holds the whole raster, not just the clicked places, so rounds after rounds
+        of clicks on one confusion do not wear another class away elsewhere."""
+        size, info, n = self.settings.crop, source.info, self.settings.anchor_crops
+        inputs, valids = [], []
+        for _ in range(n):
+            row = int(torch.randint(0, max(info.height - size, 0) + 1, (1,), generator=generator))
+            col = int(torch.randint(0, max(info.width - size, 0) + 1, (1,), generator=generator))
+            image, valid = source.read_normalized(row, col, size, size)
+            channels = encode_clicks(
+                clicks, row, col, size, size, self.card.n_classes, self.card.clicks.radius
+            )
+            inputs.append(np.concatenate([image, channels]) if self.card.clicks.enabled else image)
+            valids.append(valid)
+        channels = self.card.in_channels if self.card.clicks.enabled else self.card.n_bands
+        if not inputs:
+            zeros = torch.zeros((0, size, size), device=self.device)
+            return (
+                zeros[:, None].expand(0, channels, size, size),
+                zeros.bool(),
+                zeros[:, None].expand(0, self.card.n_classes, size, size),
+            )
+        x = torch.from_numpy(np.stack(inputs)).to(self.device).contiguous(memory_format=torch.channels_last)
+        plain = x.clone()
+        plain[:, self.card.n_bands :] = 0.0
+        return x, torch.from_numpy(np.stack(valids)).to(self.device), self.anchor(plain)
+
+    def _pick(self, n_crops: int, generator: torch.Generator) -> torch.Tensor:
+        """One step's crops: the newest click's always, the rest drawn from the replay. A fixed
+        cost per step however many clicks there are, and older clicks keep pulling."""
+        limit = self.settings.max_crops
+        if n_crops <= limit:
+            return torch.arange(n_crops, device=self.device)
+        others = torch.randperm(n_crops - 1, generator=generator)[: limit - 1] + 1
+        return torch.cat([torch.zeros(1, dtype=torch.long), others]).to(self.device)
+
     def retrain(
         self, source: RasterSource, clicks: Sequence[Click], monitor: Monitor | None = None
     ) -> RetrainReport:
@@ -176,6 +219,8 @@ class Disca:
         if not clicks:
             raise UserError("no clicks to learn from: add some clicks first")
         x, valid, p0, index, classes = self._batch(source, clicks)
+        generator = torch.Generator().manual_seed(settings.seed * 7919 + self.rounds)
+        held_x, held_valid, held_p0 = self._held_crops(source, clicks, generator)
         network = self.network
         network.train()
         for parameter in network.parameters():
@@ -183,17 +228,19 @@ class Disca:
         freeze_batchnorm(network)
         parameters = [p for p in network.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(parameters, lr=settings.learning_rate, momentum=settings.momentum)
-        generator = torch.Generator().manual_seed(settings.seed * 7919 + self.rounds)
         dtype = _autocast_dtype(self.device)
         report = RetrainReport(settings.steps, x.shape[0], len(clicks), 0.0)
         try:
             for step in range(settings.steps):
                 monitor.check()
-                inputs = x
+                chosen = self._pick(x.shape[0], generator)
+                inputs = torch.cat([x[chosen], held_x])
+                step_valid, step_p0 = torch.cat([valid[chosen], held_valid]), torch.cat([p0[chosen], held_p0])
+                step_index, step_classes = _clicks_in(chosen, index, classes, x.shape[0])
                 if self.card.clicks.enabled and settings.drop_clicks > 0:
-                    drop = torch.rand(x.shape[0], generator=generator) < settings.drop_clicks
+                    drop = torch.rand(inputs.shape[0], generator=generator) < settings.drop_clicks
                     if drop.any():
-                        inputs = x.clone()
+                        inputs = inputs.clone()
                         inputs[drop.to(self.device), self.card.n_bands :] = 0.0
                 with torch.autocast(
                     self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
@@ -201,12 +248,12 @@ class Disca:
                     logits = network(inputs)
                 logits = logits.float()
                 if settings.click_loss == "ewdl":
-                    click_term = error_weighted_dice(logits, index, classes, settings.error_weight)
+                    click_term = error_weighted_dice(logits, step_index, step_classes, settings.error_weight)
                 else:
-                    click_term = click_cross_entropy(logits, index, classes)
+                    click_term = click_cross_entropy(logits, step_index, step_classes)
                 probabilities = logits.softmax(dim=1)
-                mask = valid[:, None].expand_as(probabilities)
-                anchor_term = anchor_l1(probabilities[mask], p0[mask])
+                mask = step_valid[:, None].expand_as(probabilities)
+                anchor_term = anchor_l1(probabilities[mask], step_p0[mask])
                 loss = click_term + settings.anchor_weight * anchor_term
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -222,6 +269,18 @@ class Disca:
         self.rounds += 1
         report.seconds = time.perf_counter() - started
         return report
+
+
+def _clicks_in(
+    chosen: torch.Tensor, index: torch.Tensor, classes: torch.Tensor, n_crops: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clicked pixels of the chosen crops, renumbered to their place in the step's batch."""
+    place = torch.full((n_crops,), -1, dtype=torch.long, device=index.device)
+    place[chosen] = torch.arange(len(chosen), device=index.device)
+    keep = place[index[:, 0]] >= 0
+    picked = index[keep].clone()
+    picked[:, 0] = place[picked[:, 0]]
+    return picked, classes[keep]
 
 
 def _autocast_dtype(device: torch.device) -> torch.dtype | None:

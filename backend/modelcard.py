@@ -112,7 +112,7 @@ def write_model_card(model_dir: Path, failure_modes: Sequence[str] = (), notes: 
         "## Network",
         "",
         f"{card.architecture} with a {card.encoder} encoder (segmentation-models-pytorch), "
-        f"{card.in_channels} input channels, trained from scratch (no ImageNet weights could be downloaded). "
+        f"{card.in_channels} input channels, {_origin(config)} "
         f"Weights: `{card.weights_file}` ({card.weights_dtype}, SHA-256 `{sha}…`).",
         "",
         "## Training",
@@ -139,6 +139,13 @@ def write_model_card(model_dir: Path, failure_modes: Sequence[str] = (), notes: 
     path = model_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _origin(config: dict[str, Any]) -> str:
+    source = config.get("initialise_from")
+    if source:
+        return f"initialised from the `{source}` bundle and fine-tuned (no ImageNet weights anywhere)."
+    return "trained from scratch (no ImageNet weights could be downloaded)."
 
 
 def _validation_lines(card: ModelCard, provenance: dict[str, Any]) -> list[str]:

@@ -30,7 +30,7 @@ import torch.nn.functional as F  # noqa: N812
 from rasterio.errors import NotGeoreferencedWarning
 from torch import nn
 
-from .bundle import ModelBundle, save_bundle
+from .bundle import ModelBundle, load_bundle, save_bundle
 from .card import ClassInfo, ClickEncoding, InputSpec, ModelCard, Normalization, Tiling
 from .clicks import Click, encode_clicks
 from .errors import UserError
@@ -76,6 +76,7 @@ class TrainingConfig:
     checkpoint_every: int = 250
     seed: int = 0
     precision: str = "auto"  # auto | bf16 | fp32
+    initialise_from: str | None = None  # a bundle whose weights start this run (transfer learning)
 
     @classmethod
     def load(cls, path: str | Path) -> TrainingConfig:
@@ -116,6 +117,8 @@ class TrainingConfig:
             raise UserError(f"crop must be a multiple of 32, at least 64 (not {self.crop})")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError("precision must be auto, bf16 or fp32")
+        if self.initialise_from is not None and not (Path(self.initialise_from) / "model.json").is_file():
+            raise UserError(f"initialise_from: no model bundle at {self.initialise_from}")
 
     def card(self) -> ModelCard:
         n = len(self.bands)
@@ -311,7 +314,10 @@ def train(
     (work_dir / "config.json").write_text(json.dumps(dataclasses.asdict(config), indent=2))
     card = config.card()
     torch.manual_seed(config.seed)
-    network = build_network(card).to(device).to(memory_format=torch.channels_last)
+    network = build_network(card)
+    if config.initialise_from is not None:
+        initialise_from_bundle(network, card, Path(config.initialise_from))
+    network = network.to(device).to(memory_format=torch.channels_last)
     optimizer = torch.optim.AdamW(
         network.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -399,6 +405,45 @@ def _validate_and_keep(network, card, config, device, state, out_dir, command, s
         state.best_miou = scores.miou
         state.seconds = time.perf_counter() - started
         _write_bundle(network, card, config, state, out_dir, command, scores, device)
+
+
+def initialise_from_bundle(network: torch.nn.Module, card: ModelCard, source_dir: Path) -> None:
+    """Start from another bundle's weights, even with a different class list.
+
+    Encoder and decoder copy over. For the rows that depend on the classes (the head's outputs
+    and the encoder's click-channel inputs), a class whose name the source also has takes its
+    row; any other class starts from the mean of the source classes left unmatched. Building
+    against background from a land-cover model is the case this serves: 'building' copies, and
+    'background' starts as the mean of land, road, vegetation and water.
+    """
+    source = load_bundle(source_dir)
+    if source.card.architecture != card.architecture or source.card.encoder != card.encoder:
+        raise UserError(
+            f"initialise_from: {source_dir} is {source.card.architecture}-{source.card.encoder}, "
+            f"not {card.architecture}-{card.encoder}"
+        )
+    if source.card.input.bands != card.input.bands:
+        raise UserError(f"initialise_from: {source_dir} reads other bands than this model")
+    names = [c.name for c in source.card.classes]
+    wanted = [c.name for c in card.classes]
+    unmatched = [i for i, name in enumerate(names) if name not in wanted] or list(range(len(names)))
+
+    def rows(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+        picked = [
+            tensor.select(dim, names.index(name))
+            if name in names
+            else tensor.index_select(dim, torch.tensor(unmatched)).mean(dim)
+            for name in wanted
+        ]
+        return torch.stack(picked, dim)
+
+    state = {k: v.float() for k, v in source.network.state_dict().items()}
+    bands, n_source = len(card.input.bands), source.card.n_classes
+    first = next(k for k, v in state.items() if v.ndim == 4 and v.shape[1] == source.card.in_channels)
+    state[first] = torch.cat([state[first][:, :bands], rows(state[first][:, bands:], 1)], 1)
+    for key in [k for k in state if k.startswith("segmentation_head.") and state[k].shape[0] == n_source]:
+        state[key] = rows(state[key], 0)
+    network.load_state_dict(state)
 
 
 def _write_bundle(network, card, config, state, out_dir, command, scores, device) -> None:

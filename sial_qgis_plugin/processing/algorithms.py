@@ -231,9 +231,9 @@ class RefineAlgorithm(EngineAlgorithm):
         )
         self.addParameter(QgsProcessingParameterNumber("STEPS", "Steps per round", integer, 10, minValue=1))
         self.addParameter(
-            QgsProcessingParameterNumber("LAMBDA", "λ (anchor weight)", double, 1.0, minValue=0)
+            QgsProcessingParameterNumber("LAMBDA", "λ (anchor weight)", double, 3.0, minValue=0)
         )
-        self.addParameter(QgsProcessingParameterNumber("LR", "Learning rate", double, 1e-3, minValue=1e-7))
+        self.addParameter(QgsProcessingParameterNumber("LR", "Learning rate", double, 1e-4, minValue=1e-7))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
         self._map_outputs()
         self.addParameter(

@@ -58,7 +58,9 @@ def test_disca_lowers_the_error_at_the_clicked_pixels(scene, fast_model, loss, r
     with RasterSource(scene.image, bundle.card.input) as source:
         clicks = wrong_clicks(bundle.network, bundle.card, source)
         before = clicked_error(bundle.network, bundle.card, source, clicks)
-        network, report = retrained(bundle, source, clicks, steps=15, learning_rate=rate, click_loss=loss)
+        network, report = retrained(
+            bundle, source, clicks, steps=15, learning_rate=rate, click_loss=loss, anchor_weight=1.0
+        )
         after = clicked_error(network, bundle.card, source, clicks)
     assert before[1] == 0.0  # every click starts wrong
     assert after[1] >= 0.5  # at least half of them are now right
@@ -111,3 +113,32 @@ def test_dial_settings_and_validation():
         DiscaSettings(click_loss="focal").check()
     with pytest.raises(UserError, match="learning rate"):
         DiscaSettings(learning_rate=0).check()
+
+
+def test_each_step_trains_on_the_newest_crop_and_a_replay_of_older_ones(fast_model):
+    from backend.disca import _clicks_in
+
+    bundle = load_bundle(fast_model)
+    settings = DiscaSettings(max_crops=3, replay=64)
+    disca = Disca(bundle.network, bundle.card, lambda x: x, torch.device("cpu"), settings)
+    generator = torch.Generator().manual_seed(0)
+    picks = [disca._pick(10, generator).tolist() for _ in range(40)]
+    assert all(p[0] == 0 and len(set(p)) == 3 for p in picks)  # the newest crop, every step
+    assert set().union(*map(set, picks)) == set(range(10))  # every older crop comes back
+    assert disca._pick(2, generator).tolist() == [0, 1]
+    index = torch.tensor([[0, 5, 6], [1, 7, 8], [2, 9, 9], [2, 1, 1]])
+    classes = torch.tensor([4, 3, 2, 1])
+    picked, picked_classes = _clicks_in(torch.tensor([2, 0]), index, classes, 3)
+    assert picked.tolist() == [[1, 5, 6], [0, 9, 9], [0, 1, 1]] and picked_classes.tolist() == [4, 2, 1]
+    with pytest.raises(UserError, match="crops per step"):
+        DiscaSettings(max_crops=10, replay=4).check()
+
+
+def test_held_crops_can_be_switched_off(scene, fast_model):
+    bundle = load_bundle(fast_model)
+    with RasterSource(scene.image, bundle.card.input) as source:
+        clicks = wrong_clicks(bundle.network, bundle.card, source, n=2)
+        _, with_held = retrained(bundle, source, clicks, steps=2, learning_rate=0.01, anchor_crops=2)
+        _, without = retrained(bundle, source, clicks, steps=2, learning_rate=0.01, anchor_crops=0)
+    assert len(without.losses) == len(with_held.losses) == 2
+    assert without.anchor_losses != with_held.anchor_losses  # the held crops change the anchor term

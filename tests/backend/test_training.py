@@ -73,3 +73,37 @@ def test_bad_configs_are_refused(scene, tmp_path):
         config_for(scene, tmp_path, train=[["nowhere.tif", "nowhere.tif"]])
     with pytest.raises(UserError, match="multiple of 32"):
         config_for(scene, tmp_path, crop=100)
+
+
+def test_a_binary_model_starts_from_a_land_cover_bundle(scene, tmp_path):
+    source = config_for(scene, tmp_path)
+    train(source, tmp_path / "landcover", tmp_path / "work", "cpu")
+    binary = config_for(
+        scene,
+        tmp_path,
+        name="buildings",
+        classes=[["background", "#d9d9d9"], ["building", "#e31a1c"]],
+        class_map={"0": 1, "1": 0, "2": 0, "3": 0, "4": 0},
+        initialise_from=str(tmp_path / "landcover"),
+    )
+    from backend.network import build_network
+    from backend.training import initialise_from_bundle
+
+    network = build_network(binary.card())
+    initialise_from_bundle(network, binary.card(), tmp_path / "landcover")
+    taught = {k: v.float() for k, v in load_bundle(tmp_path / "landcover").network.state_dict().items()}
+    first = next(k for k, v in taught.items() if v.ndim == 4)  # the input convolution
+    head, conv1 = network.state_dict()["segmentation_head.0.weight"], network.state_dict()[first]
+    assert torch.equal(head[1], taught["segmentation_head.0.weight"][0])  # 'building' copies its row
+    assert torch.allclose(head[0], taught["segmentation_head.0.weight"][1:].mean(0))  # the rest: the mean
+    assert conv1.shape[1] == 3 + 2 and torch.equal(conv1[:, :3], taught[first][:, :3])
+    assert torch.allclose(conv1[:, 4], taught[first][:, 3])  # building's click channel
+    assert torch.allclose(conv1[:, 3], taught[first][:, 4:].mean(1))  # background's: the others' mean
+    copied = [k for k in taught if k not in ("segmentation_head.0.weight", "segmentation_head.0.bias")]
+    copied.remove(first)
+    assert all(torch.equal(network.state_dict()[k].float(), taught[k]) for k in copied)
+
+
+def test_initialising_from_a_missing_or_mismatched_bundle_is_refused(scene, tmp_path):
+    with pytest.raises(UserError, match="no model bundle"):
+        config_for(scene, tmp_path, initialise_from=str(tmp_path / "nowhere"))
