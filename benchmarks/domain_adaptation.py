@@ -82,7 +82,11 @@ def prepare_tanzania(pixel: float) -> tuple[Path, Path]:
             dst.write(data)
         crs = src.crs
     polygons = json.loads((SHARED_DATA / "tanzania" / "buildings.geojson").read_text())["features"]
-    shapes = [(transform_geom("OGC:CRS84", crs, f["geometry"]), 1) for f in polygons if f.get("geometry")]
+    shapes = [
+        (transform_geom("OGC:CRS84", crs, f["geometry"]), 1)
+        for f in polygons
+        if f.get("geometry") and f["geometry"].get("coordinates")  # one feature has an empty polygon
+    ]
     burned = rasterize(shapes, out_shape=(height, width), transform=transform, fill=0, dtype="uint8")
     with rasterio.open(
         labels,
