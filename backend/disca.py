@@ -142,63 +142,64 @@ class Disca:
         size = self.settings.crop
         info = source.info
         origins = crop_origins(clicks, info.height, info.width, size, self.settings.replay)
-        inputs, valids, index, classes = [], [], [], []
+        x, valid = self._crops(source, clicks, origins)
+        index, classes = [], []
         for i, (row, col) in enumerate(origins):
-            image, valid = source.read_normalized(row, col, size, size)
-            channels = encode_clicks(
-                clicks, row, col, size, size, self.card.n_classes, self.card.clicks.radius
-            )
-            inputs.append(np.concatenate([image, channels]) if self.card.clicks.enabled else image)
-            valids.append(valid)
             for click in clicks:
                 if row <= click.row < row + size and col <= click.col < col + size:
                     index.append((i, click.row - row, click.col - col))
                     classes.append(click.class_id)
-        x = torch.from_numpy(np.stack(inputs)).to(self.device).contiguous(memory_format=torch.channels_last)
-        anchors = []
         for i, origin in enumerate(origins):
             if origin not in self._anchors:
-                plain = x[i : i + 1].clone()
-                plain[:, self.card.n_bands :] = 0.0
-                self._anchors[origin] = self.anchor(plain)[0]
-            anchors.append(self._anchors[origin])
+                self._anchors[origin] = self._initial(x[i : i + 1])[0]
         return (
             x,
-            torch.from_numpy(np.stack(valids)).to(self.device),
-            torch.stack(anchors),
+            valid,
+            torch.stack([self._anchors[origin] for origin in origins]),
             torch.tensor(index, dtype=torch.long, device=self.device),
             torch.tensor(classes, dtype=torch.long, device=self.device),
         )
 
-    def _held_crops(
-        self, source: RasterSource, clicks: Sequence[Click], generator: torch.Generator
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Crops drawn anywhere on the raster, new each round, that only the anchor term sees: the
-        L1 to p₀ then holds the whole raster, not just the clicked places, so rounds after rounds
-        of clicks on one confusion do not wear another class away elsewhere."""
-        size, info, n = self.settings.crop, source.info, self.settings.anchor_crops
+    def _crops(
+        self, source: RasterSource, clicks: Sequence[Click], origins: Sequence[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network inputs (bands, then click channels) and validity of the crops at ``origins``."""
+        size = self.settings.crop
         inputs, valids = [], []
-        for _ in range(n):
-            row = int(torch.randint(0, max(info.height - size, 0) + 1, (1,), generator=generator))
-            col = int(torch.randint(0, max(info.width - size, 0) + 1, (1,), generator=generator))
+        for row, col in origins:
             image, valid = source.read_normalized(row, col, size, size)
             channels = encode_clicks(
                 clicks, row, col, size, size, self.card.n_classes, self.card.clicks.radius
             )
             inputs.append(np.concatenate([image, channels]) if self.card.clicks.enabled else image)
             valids.append(valid)
-        channels = self.card.in_channels if self.card.clicks.enabled else self.card.n_bands
-        if not inputs:
-            zeros = torch.zeros((0, size, size), device=self.device)
-            return (
-                zeros[:, None].expand(0, channels, size, size),
-                zeros.bool(),
-                zeros[:, None].expand(0, self.card.n_classes, size, size),
-            )
         x = torch.from_numpy(np.stack(inputs)).to(self.device).contiguous(memory_format=torch.channels_last)
+        return x, torch.from_numpy(np.stack(valids)).to(self.device)
+
+    def _initial(self, x: torch.Tensor) -> torch.Tensor:
+        """p₀: the initial model's prediction, without the click channels."""
         plain = x.clone()
         plain[:, self.card.n_bands :] = 0.0
-        return x, torch.from_numpy(np.stack(valids)).to(self.device), self.anchor(plain)
+        return self.anchor(plain)
+
+    def _held_crops(
+        self, source: RasterSource, clicks: Sequence[Click], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Crops drawn anywhere on the raster, new each round, that only the anchor term sees: the
+        L1 to p₀ then holds the whole raster, not just the clicked places, so rounds after rounds
+        of clicks on one confusion do not wear another class away elsewhere."""
+        size, info = self.settings.crop, source.info
+        if self.settings.anchor_crops == 0:
+            return None
+        origins = [
+            (
+                int(torch.randint(0, max(info.height - size, 0) + 1, (1,), generator=generator)),
+                int(torch.randint(0, max(info.width - size, 0) + 1, (1,), generator=generator)),
+            )
+            for _ in range(self.settings.anchor_crops)
+        ]
+        x, valid = self._crops(source, clicks, origins)
+        return x, valid, self._initial(x)
 
     def _pick(self, n_crops: int, generator: torch.Generator) -> torch.Tensor:
         """One step's crops: the newest click's always, the rest drawn from the replay. A fixed
@@ -220,7 +221,7 @@ class Disca:
             raise UserError("no clicks to learn from: add some clicks first")
         x, valid, p0, index, classes = self._batch(source, clicks)
         generator = torch.Generator().manual_seed(settings.seed * 7919 + self.rounds)
-        held_x, held_valid, held_p0 = self._held_crops(source, clicks, generator)
+        held = self._held_crops(source, clicks, generator) or (x[:0], valid[:0], p0[:0])
         network = self.network
         network.train()
         for parameter in network.parameters():
@@ -234,8 +235,8 @@ class Disca:
             for step in range(settings.steps):
                 monitor.check()
                 chosen = self._pick(x.shape[0], generator)
-                inputs = torch.cat([x[chosen], held_x])
-                step_valid, step_p0 = torch.cat([valid[chosen], held_valid]), torch.cat([p0[chosen], held_p0])
+                inputs = torch.cat([x[chosen], held[0]])
+                step_valid, step_p0 = torch.cat([valid[chosen], held[1]]), torch.cat([p0[chosen], held[2]])
                 step_index, step_classes = _clicks_in(chosen, index, classes, x.shape[0])
                 if self.card.clicks.enabled and settings.drop_clicks > 0:
                     drop = torch.rand(inputs.shape[0], generator=generator) < settings.drop_clicks

@@ -30,7 +30,7 @@ import torch.nn.functional as F  # noqa: N812
 from rasterio.errors import NotGeoreferencedWarning
 from torch import nn
 
-from .bundle import ModelBundle, load_bundle, save_bundle
+from .bundle import CARD_FILE, ModelBundle, load_bundle, save_bundle
 from .card import ClassInfo, ClickEncoding, InputSpec, ModelCard, Normalization, Tiling
 from .clicks import Click, encode_clicks
 from .errors import UserError
@@ -117,7 +117,7 @@ class TrainingConfig:
             raise UserError(f"crop must be a multiple of 32, at least 64 (not {self.crop})")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError("precision must be auto, bf16 or fp32")
-        if self.initialise_from is not None and not (Path(self.initialise_from) / "model.json").is_file():
+        if self.initialise_from is not None and not (Path(self.initialise_from) / CARD_FILE).is_file():
             raise UserError(f"initialise_from: no model bundle at {self.initialise_from}")
 
     def card(self) -> ModelCard:
