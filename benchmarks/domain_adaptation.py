@@ -38,6 +38,7 @@ SUMMARY = "DISCA adapting the building model to Tanzania and the land-cover mode
 LOVEDA_TO_DUBAI = {1: 1, 2: 0, 3: 2, 4: 4, 5: 1, 6: 3, 7: 3}
 """LoveDA coding → the Dubai classes (building 0, land 1, road 2, vegetation 3, water 4)."""
 REPOSITORY = Path(__file__).resolve().parent.parent
+CASES = ("tanzania", "loveda-0", "loveda-1", "loveda-2")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -54,6 +55,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--disca-lr", type=float, help="DISCA learning rate (default: the engine's)")
     parser.add_argument("--disca-lambda", type=float)
     parser.add_argument("--modes", default="disca,ac", help="comma-separated: disca, ac")
+    parser.add_argument(
+        "--cases",
+        default=",".join(CASES),
+        help=f"comma-separated, from {', '.join(CASES)} (default: all)",
+    )
 
 
 def prepare_tanzania(pixel: float) -> tuple[Path, Path]:
@@ -165,9 +171,15 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     header("domain adaptation with clicks", machine, {"disca": str(settings), "clicks": str(args.clicks)})
     rows, results = [], {}
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    image, labels = prepare_tanzania(args.tanzania_pixel)
-    cases = [(f"tanzania-{args.tanzania_pixel:.3f}m", image, labels, args.building_model, None, "building")]
-    for i in range(3):
+    wanted = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if unknown := set(wanted) - set(CASES):
+        raise UserError(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(CASES)}")
+    cases = []
+    if "tanzania" in wanted:
+        image, labels = prepare_tanzania(args.tanzania_pixel)
+        name = f"tanzania-{args.tanzania_pixel:.3f}m"
+        cases.append((name, image, labels, args.building_model, None, "building"))
+    for i in (int(c.split("-")[1]) for c in wanted if c.startswith("loveda")):
         cases.append(
             (
                 f"loveda-{i}",
@@ -191,7 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                 + "  (0, 10, 20 clicks)"
             )
     loveda = [r for r in rows if r[0].startswith("loveda")]
-    for mode in modes:
+    for mode in modes if loveda else ():
         mean = [
             np.mean([r[3 + j] for r in loveda if r[1] == mode and r[3 + j] is not None]) for j in range(3)
         ]
