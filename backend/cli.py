@@ -597,7 +597,7 @@ def _confidnet(args: argparse.Namespace) -> int:
     from .bundle import load_bundle, save_bundle
     from .confidnet import train_confidnet
     from .progress import Monitor
-    from .training import TrainingConfig
+    from .training import TrainingConfig, command_line
 
     config = TrainingConfig.load(args.config)
     bundle = load_bundle(args.model)
@@ -606,9 +606,11 @@ def _confidnet(args: argparse.Namespace) -> int:
         bundle, config.train, config.class_map, args.steps, device=args.device, monitor=progress
     )
     provenance = dict(bundle.card.provenance)
-    provenance["confidnet"] = {"steps": args.steps, "rasters": [Path(i).name for i, _ in config.train]} | {
-        k: round(v, 4) for k, v in report.items()
-    }
+    provenance["confidnet"] = {
+        "steps": args.steps,
+        "rasters": [Path(i).name for i, _ in config.train],
+        "command": command_line(),
+    } | {k: round(v, 4) for k, v in report.items()}
     bundle.card = bundle.card.with_updates(provenance=provenance)
     target = save_bundle(bundle, args.out or args.model)
     print(f"wrote {target}: ConfidNet loss {report['first_loss']:.4f} → {report['last_loss']:.4f}")

@@ -132,6 +132,7 @@ def write_model_card(model_dir: Path, failure_modes: Sequence[str] = (), notes: 
         f"- Reproduce: `{p.get('command', '?')}`",
     ]
     lines += _validation_lines(card, p)
+    lines += _confidnet_lines(p.get("confidnet"))
     if failure_modes:
         lines += ["", "## Known failure modes", ""] + [f"- {m}" for m in failure_modes]
     if notes:
@@ -146,6 +147,23 @@ def _origin(config: dict[str, Any]) -> str:
     if source:
         return f"initialised from the `{source}` bundle and fine-tuned (no ImageNet weights anywhere)."
     return "trained from scratch (no ImageNet weights could be downloaded)."
+
+
+def _confidnet_lines(head: dict[str, Any] | None) -> list[str]:
+    """The ConfidNet head, when the bundle has one: it drives the 'confidnet' acquisition."""
+    if not head:
+        return []
+    return [
+        "",
+        "## ConfidNet head",
+        "",
+        f"`confidnet.safetensors`: DIAL's confidence network on the last decoder features, trained "
+        f"{head['steps']} steps with the segmentation network frozen, to predict the softmax "
+        f"probability of the true class on {', '.join(head['rasters'])} (MSE {head['first_loss']:.4f} "
+        f"→ {head['last_loss']:.4f}, {head['seconds'] / 60:.0f} minutes). It ranks patches with "
+        "`--acquisition confidnet` (uncertainty = 1 − confidence).",
+        f"- Reproduce: `{head.get('command', '?')}`",
+    ]
 
 
 def _validation_lines(card: ModelCard, provenance: dict[str, Any]) -> list[str]:

@@ -54,3 +54,22 @@ def test_a_bundle_without_a_head_says_how_to_get_one(scene, fast_model, tmp_path
                 raster=scene.image, out_dir=tmp_path / "o", model_dir=fast_model, acquisition="confidnet"
             )
         )
+
+
+def test_the_confidnet_command_records_its_run_and_the_card_shows_the_head(scene, fast_model, tmp_path):
+    import json
+
+    from backend.modelcard import write_model_card
+    from tests.helpers import run_cli
+
+    config = tmp_path / "config.json"
+    classes = [[c.name, c.color] for c in load_bundle(fast_model).card.classes]
+    config.write_text(
+        json.dumps({"name": "t", "classes": classes, "train": [[str(scene.image), str(scene.labels)]]})
+    )
+    result = run_cli("confidnet", fast_model, "--config", config, "--steps", "3", "--out", tmp_path / "m")
+    assert result.returncode == 0, result.stderr
+    head = load_bundle(tmp_path / "m").card.provenance["confidnet"]
+    assert head["steps"] == 3 and head["command"].endswith(f"--steps 3 --out {tmp_path / 'm'}")
+    text = write_model_card(tmp_path / "m").read_text()
+    assert "## ConfidNet head" in text and "trained 3 steps" in text and head["command"] in text
