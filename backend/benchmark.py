@@ -21,7 +21,7 @@ import copy
 import json
 import tempfile
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +112,7 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
     if bundle is None:
         raise UserError("no model given (--model DIR)")
     if params.mode == "disca":
-        bundle = ModelBundle(bundle.card, copy.deepcopy(bundle.network), bundle.directory)
+        bundle = replace(bundle, network=copy.deepcopy(bundle.network))  # keeps the ConfidNet head
     card = bundle.card
     names = [c.name for c in card.classes]
     truth = read_labels(params.labels, params.class_map)

@@ -162,6 +162,8 @@ def save_bundle(bundle: ModelBundle, directory: str | Path, dtype: str | None = 
                 str(head_path),
             )
             card = card.with_updates(confidnet_file=CONFIDNET_FILE, confidnet_sha256=sha256_of(head_path))
+        else:  # a card copied from a bundle with a head must not point at a file left behind
+            card = card.with_updates(confidnet_file="", confidnet_sha256="")
         (staging / CARD_FILE).write_text(json.dumps(card.to_json(), indent=2) + "\n")
         _copy_extra_files(bundle.directory, staging, keep={CARD_FILE, card.weights_file, card.confidnet_file})
         _readable_by_all(staging)

@@ -8,10 +8,10 @@ with the clicks as channels, and optionally keep the adapted model as a bundle.
 from __future__ import annotations
 
 import copy
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from .bundle import ModelBundle, load_bundle, save_bundle
+from .bundle import load_bundle, save_bundle
 from .clicks import read_clicks
 from .disca import Disca, DiscaSettings, anchor_from
 from .errors import UserError
@@ -64,7 +64,8 @@ def run_refine(params: RefineParameters, monitor: Monitor | None = None) -> Pred
             "rounds": params.rounds,
         }
         card = bundle.card.with_updates(name=f"{bundle.card.name}-adapted", provenance=provenance)
-        save_bundle(ModelBundle(card, bundle.network), params.adapted_model, dtype="float32")
+        adapted = replace(bundle, card=card, directory=None)  # the ConfidNet head travels with it
+        save_bundle(adapted, params.adapted_model, dtype="float32")
     start = 0.6 if params.rounds else 0.0
     return run_predict(
         PredictParameters(

@@ -29,7 +29,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +37,7 @@ import torch
 from osgeo import ogr
 
 from . import __version__
-from .bundle import ModelBundle, load_bundle, save_bundle, sha256_of
+from .bundle import load_bundle, save_bundle, sha256_of
 from .clicks import Click
 from .disca import Disca, DiscaSettings, RetrainReport, anchor_from
 from .errors import UserError
@@ -668,7 +668,8 @@ class Session:
             "exported": _now(),
         }
         adapted = card.with_updates(name=f"{card.name}-adapted", provenance=provenance)
-        return save_bundle(ModelBundle(adapted, self.bundle.network), directory, dtype="float32")
+        bundle = replace(self.bundle, card=adapted, directory=None)  # the ConfidNet head travels with it
+        return save_bundle(bundle, directory, dtype="float32")
 
 
 def settings_to_meta(settings: DiscaSettings | SparseSettings) -> dict[str, Any]:

@@ -47,6 +47,48 @@ def test_confidnet_trains_round_trips_through_the_bundle_and_drives_predict(scen
     assert valid.any() and u[valid].min() >= 0.0 and u[valid].max() <= 1.0 and u[valid].std() > 0
 
 
+@pytest.fixture(scope="module")
+def headed_model(scene, fast_model, tmp_path_factory):
+    bundle = load_bundle(fast_model)
+    train_confidnet(bundle, [(str(scene.image), str(scene.labels))], steps=3, crop=64, batch=2, device="cpu")
+    target = save_bundle(bundle, tmp_path_factory.mktemp("headed") / "model")
+    (target / "MODEL_CARD.md").write_text("# validation figures of the original model\n")
+    return target
+
+
+def test_disca_ranks_by_confidnet_and_adapted_exports_keep_the_head(scene, headed_model, tmp_path):
+    from backend.benchmark import BenchmarkParameters, run_benchmark
+    from backend.session import Session
+
+    result = run_benchmark(
+        BenchmarkParameters(
+            raster=scene.image,
+            labels=scene.labels,
+            out_dir=tmp_path / "bench",
+            clicks=2,
+            mode="disca",
+            order="confidnet",
+            model_dir=headed_model,
+            patch_size=128,
+        )
+    )
+    assert len(result["steps"]) == 2
+    session = Session.create(tmp_path / "s.gpkg", scene.image, headed_model, device="cpu")
+    session.add_click(40, 40, 1)
+    session.retrain()
+    exported = load_bundle(session.export_bundle(tmp_path / "adapted"))
+    assert exported.confidnet is not None and exported.card.confidnet_file == "confidnet.safetensors"
+    assert not (tmp_path / "adapted" / "MODEL_CARD.md").exists()  # the original's card would mislead
+
+
+def test_a_card_copied_from_a_headed_bundle_saves_without_a_dangling_head(headed_model, tmp_path):
+    headed = load_bundle(headed_model)
+    assert headed.card.confidnet_file
+    target = save_bundle(type(headed)(headed.card, headed.network), tmp_path / "no-head")
+    reloaded = load_bundle(target)
+    assert reloaded.confidnet is None and reloaded.card.confidnet_file == ""
+
+
 def test_a_bundle_without_a_head_says_how_to_get_one(scene, fast_model, tmp_path):
     with pytest.raises(UserError, match="no ConfidNet head"):
         run_predict(
