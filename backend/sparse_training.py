@@ -4,10 +4,15 @@ Each step takes crops centred (with jitter) on labelled pixels drawn at random, 
 them, and computes SIAL's Error-Weighted Dice Loss (or cross-entropy) over the labelled pixels
 in the crops. The optimiser (AdamW) carries on from one iteration to the next, as the labels
 grow: predict → clicks on errors → train → …
+
+Fine-tuning an already trained model on a few labels (the region-query benchmark) borrows two
+things from DISCA, or the labels wreck it: frozen BatchNorm, and λ·L1 to the starting model's
+prediction over each crop.
 """
 
 from __future__ import annotations
 
+import copy
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -18,9 +23,10 @@ import torch.nn.functional as F  # noqa: N812
 from torch import nn
 
 from .card import ModelCard
+from .disca import anchor_from
 from .errors import UserError
-from .losses import error_weighted_dice
-from .network import softmax_probabilities
+from .losses import anchor_l1, error_weighted_dice
+from .network import freeze_batchnorm, softmax_probabilities
 from .progress import Monitor
 from .raster import RasterSource
 from .superpixels import SparseLabels
@@ -38,6 +44,8 @@ class SparseSettings:
     loss: str = "ewdl"  # "ewdl" (SIAL) or "ce"
     error_weight: float = 5.0
     seed: int = 0
+    freeze_batchnorm: bool = False  # fine-tuning a trained model on few pixels: keep its statistics
+    anchor_weight: float = 0.0  # λ of DISCA's L1 to the starting model's prediction (0: none)
 
     def check(self) -> None:
         if self.loss not in ("ewdl", "ce"):
@@ -60,6 +68,7 @@ class SparseTrainer:
             network.parameters(), lr=settings.learning_rate, weight_decay=settings.weight_decay
         )
         self.rng = np.random.default_rng(settings.seed)
+        self.anchor = anchor_from(copy.deepcopy(network)) if settings.anchor_weight > 0 else None
 
     def _crop(self, source: RasterSource, labels: SparseLabels, index: int) -> tuple[np.ndarray, np.ndarray]:
         size, info = self.settings.crop, source.info
@@ -96,6 +105,8 @@ class SparseTrainer:
         network.train()
         for parameter in network.parameters():
             parameter.requires_grad_(True)
+        if settings.freeze_batchnorm:
+            freeze_batchnorm(network)
         dtype = _autocast(self.device)
         losses = []
         started = time.perf_counter()
@@ -119,6 +130,8 @@ class SparseTrainer:
                 loss = error_weighted_dice(
                     logits, index, y[index[:, 0], index[:, 1], index[:, 2]], settings.error_weight
                 )
+            if self.anchor is not None:  # hold the network to where it started, away from the labels
+                loss = loss + settings.anchor_weight * anchor_l1(logits.softmax(dim=1), self.anchor(x))
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()

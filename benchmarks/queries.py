@@ -8,7 +8,8 @@ per query:
   region (backend/adaptive_regions.py), and labels every pixel of it.
 
 After every batch of queries the model is fine-tuned the same way on all labels so far (sparse
-cross-entropy, a few AdamW steps), and the tile's mIoU is measured.
+cross-entropy, a few AdamW steps, BatchNorm frozen and DISCA's λ·L1 to the starting model's
+prediction), and the tile's mIoU is measured.
 """
 
 from __future__ import annotations
@@ -47,6 +48,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=10, help="queries between two fine-tunings")
     parser.add_argument("--steps", type=int, default=60, help="fine-tuning steps after each batch")
     parser.add_argument("--learning-rate", type=float, default=1e-4)
+    parser.add_argument(
+        "--anchor-weight", type=float, default=3.0, help="λ of the L1 to the starting model (DISCA's default)"
+    )
     parser.add_argument("--device", default="auto")
 
 
@@ -63,7 +67,13 @@ def run_strategy(
     bundle = ModelBundle(base.card, copy.deepcopy(base.network))
     names = [c.name for c in bundle.card.classes]
     settings = SparseSettings(
-        steps=args.steps, loss="ce", learning_rate=args.learning_rate, crop=128, batch=8
+        steps=args.steps,
+        loss="ce",
+        learning_rate=args.learning_rate,
+        crop=128,
+        batch=8,
+        freeze_batchnorm=True,
+        anchor_weight=args.anchor_weight,
     )
     trainer = SparseTrainer(bundle.network, bundle.card, device, settings)
     region_settings = RegionSettings()

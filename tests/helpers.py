@@ -137,3 +137,13 @@ def read_band(path: Path) -> np.ndarray:
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         with rasterio.open(path) as dataset:
             return dataset.read(1)
+
+
+def plain_probabilities(network, card, source, size=384):
+    """Network softmax on the whole (small) raster without click channels."""
+    image, _ = source.read_normalized(0, 0, size, size)
+    import torch  # here, so the helpers stay importable where torch is not needed
+
+    x = np.concatenate([image, np.zeros((card.n_classes, size, size), np.float32)])[None]
+    with torch.inference_mode():
+        return network.eval()(torch.from_numpy(x)).softmax(1)[0].numpy()

@@ -10,19 +10,12 @@ from backend.disca import Disca, DiscaSettings, anchor_from, crop_origins
 from backend.errors import UserError
 from backend.raster import RasterSource
 from backend.sample_scene import write_scene
+from tests.helpers import plain_probabilities
 
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     return write_scene(tmp_path_factory.mktemp("disca"), size=384, seed=3)
-
-
-def plain_probabilities(network, card, source, size=384):
-    """Network softmax on the whole (small) raster without click channels."""
-    image, _ = source.read_normalized(0, 0, size, size)
-    x = np.concatenate([image, np.zeros((card.n_classes, size, size), np.float32)])[None]
-    with torch.inference_mode():
-        return network.eval()(torch.from_numpy(x)).softmax(1)[0].numpy()
 
 
 def wrong_clicks(network, card, source, n=6, seed=0):

@@ -11,7 +11,7 @@ from backend.sial import SialParameters, run_sial
 from backend.sparse_training import SparseSettings
 from backend.superpixels import ExpansionSettings, SparseLabels, expand_clicks, label_quality
 from backend.training import TrainingConfig
-from tests.helpers import make_card
+from tests.helpers import make_card, plain_probabilities
 
 CLASSES = [
     ["building", "#3c1098"],
@@ -94,3 +94,35 @@ def test_the_sial_protocol_learns_from_clicks_alone(scene, tmp_path):
 def test_sparse_labels_from_clicks():
     labels = SparseLabels.from_clicks([Click(1, 2, 3), Click(4, 5, 0)])
     assert labels.rows.tolist() == [1, 4] and labels.classes.tolist() == [3, 0] and labels.clicked.all()
+
+
+def test_fine_tuning_on_few_labels_keeps_batchnorm_and_stays_near_the_start_with_an_anchor(scene, fast_model):
+    import copy
+
+    import torch
+
+    from backend.bundle import load_bundle
+    from backend.sparse_training import SparseTrainer
+
+    bundle = load_bundle(fast_model)
+    labels = SparseLabels.from_clicks([Click(60, 60, 0), Click(300, 200, 4), Click(200, 320, 2)])
+    with RasterSource(scene.image, bundle.card.input) as source:
+        initial = plain_probabilities(bundle.network, bundle.card, source)
+        changes, running = {}, {}
+        for weight in (0.0, 5.0):
+            network = copy.deepcopy(bundle.network)
+            settings = SparseSettings(
+                steps=8,
+                crop=128,
+                batch=4,
+                learning_rate=3e-3,
+                loss="ce",
+                freeze_batchnorm=True,
+                anchor_weight=weight,
+            )
+            SparseTrainer(network, bundle.card, torch.device("cpu"), settings).fit([(source, labels)])
+            running[weight] = [v for k, v in network.state_dict().items() if "running_mean" in k]
+            changes[weight] = np.abs(plain_probabilities(network, bundle.card, source) - initial).mean()
+    original = [v for k, v in bundle.network.state_dict().items() if "running_mean" in k]
+    assert all(torch.equal(a, b) for a, b in zip(running[5.0], original, strict=True))
+    assert changes[5.0] < changes[0.0]
