@@ -3,7 +3,10 @@
 Each step takes crops centred (with jitter) on labelled pixels drawn at random, flips and rotates
 them, and computes SIAL's Error-Weighted Dice Loss (or cross-entropy) over the labelled pixels
 in the crops. The optimiser (AdamW) carries on from one iteration to the next, as the labels
-grow: predict → clicks on errors → train → …
+grow: predict → clicks on errors → train → … Its learning rate decays (cosine) within each
+iteration's training, so every iteration ends on small steps: at a constant rate the weights
+and BatchNorm's running statistics were caught mid-swing, and validation mIoU of the SIAL
+protocol jumped between 17 and 43 % from one iteration to the next.
 
 Fine-tuning an already trained model on a few labels (the region-query benchmark) borrows two
 things from DISCA, or the labels wreck it: frozen BatchNorm, and λ·L1 to the starting model's
@@ -13,6 +16,7 @@ prediction over each crop.
 from __future__ import annotations
 
 import copy
+import math
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -112,6 +116,8 @@ class SparseTrainer:
         started = time.perf_counter()
         for step in range(settings.steps):
             monitor.check()
+            for group in self.optimizer.param_groups:  # cosine decay within each iteration's training
+                group["lr"] = settings.learning_rate * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
             crops = []
             for _ in range(settings.batch):
                 which = int(self.rng.choice(len(data), p=counts / counts.sum()))
