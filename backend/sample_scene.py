@@ -26,6 +26,8 @@ LABEL_NODATA = 255
 SCENE_CRS = "EPSG:32640"  # WGS 84 / UTM zone 40N (Dubai)
 ORIGIN = (300_000.0, 2_780_000.0)
 PIXEL = 0.5
+STREET, TRACK, HIGHWAY = 1, 2, 3  # road surfaces, each drawn in its own colour
+Building = tuple[int, int, int, int]  # row, col, height, width
 ROOF_COLOURS = ((245, 243, 245), (200, 196, 204), (150, 146, 156), (176, 150, 135), (120, 118, 126))
 
 
@@ -48,7 +50,7 @@ def _noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np
 
 
 def _lay_out(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, the urban district and the road surface (1 street, 2 sand track, 3 highway)."""
+    """Labels, the urban district and the road surface (0, STREET, TRACK or HIGHWAY)."""
     shape = (size, size)
     yy, xx = np.mgrid[0:size, 0:size]
     labels = np.full(shape, LAND, dtype=np.uint8)
@@ -59,20 +61,20 @@ def _lay_out(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
 
     surface = np.zeros(shape, dtype=np.uint8)
     across = (yy - xx) - rng.integers(-size // 6, size // 6)
-    surface[np.abs(across) < 0.025 * size] = 3
-    surface[np.abs(across) < 3] = 1  # the central reservation
+    surface[np.abs(across) < 0.025 * size] = HIGHWAY
+    surface[np.abs(across) < 3] = STREET  # the central reservation
     step = int(np.clip(size // 3, 110, 250))  # city blocks of 55 to 125 m
     for offset in range(step // 2, size, step):
         half = rng.integers(5, 8)
         street = (np.abs(yy - offset) < half) | (np.abs(xx - offset - step // 3) < half)
-        surface[street & urban] = 1
+        surface[street & urban] = STREET
     for _ in range(4):  # winding sand tracks through the desert
         track = np.abs(_noise(rng, shape, size / 7)) < 0.03
-        surface[track & ~urban & (surface == 0)] = 2
+        surface[track & ~urban & (surface == 0)] = TRACK
     surface[water] = 0
     labels[surface > 0] = ROAD
 
-    near_road = ndimage.binary_dilation(np.isin(surface, (1, 3)), iterations=8)
+    near_road = ndimage.binary_dilation(np.isin(surface, (STREET, HIGHWAY)), iterations=8)
     gardens = urban & (_noise(rng, shape, size / 40) > 0.3) & (labels == LAND) & ~near_road
     farms = ~urban & (_noise(rng, shape, size / 25) > 1.6) & (labels == LAND)
     labels[gardens | farms] = VEGETATION
@@ -82,9 +84,9 @@ def _lay_out(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarra
 
 def _place_buildings(
     rng: np.random.Generator, labels: np.ndarray, urban: np.ndarray, largest: int
-) -> list[tuple]:
+) -> list[Building]:
     """Rectangular buildings, packed in the urban district and scattered elsewhere, apart from
-    roads, water and each other. Returns (row, col, height, width) per building."""
+    roads, water and each other."""
     size = labels.shape[0]
     free = (labels == LAND) | (labels == VEGETATION)
     free &= ~ndimage.binary_dilation(labels == ROAD, iterations=4)
@@ -119,8 +121,8 @@ def draw_scene(size: int = 1536, seed: int = 7) -> tuple[np.ndarray, np.ndarray,
     image = np.zeros((3, *shape), dtype=np.float32)
     for cls, colour in base.items():
         image[:, labels == cls] = np.asarray(colour, dtype=np.float32)[:, None]
-    image[:, surface == 2] = np.asarray((150, 145, 156), dtype=np.float32)[:, None]
-    image[:, surface == 3] = np.asarray((66, 62, 70), dtype=np.float32)[:, None]
+    image[:, surface == TRACK] = np.asarray((150, 145, 156), dtype=np.float32)[:, None]
+    image[:, surface == HIGHWAY] = np.asarray((66, 62, 70), dtype=np.float32)[:, None]
     strength = {LAND: 1.0, ROAD: 0.6, VEGETATION: 1.3, WATER: 0.15}
     weight = np.zeros(shape, dtype=np.float32)
     for cls, value in strength.items():
@@ -129,8 +131,22 @@ def draw_scene(size: int = 1536, seed: int = 7) -> tuple[np.ndarray, np.ndarray,
     image += (texture * weight)[None]
     canopy = np.clip(_noise(rng, shape, 2.0), -3, 3) * 24
     image[:, labels == VEGETATION] += canopy[labels == VEGETATION][None]
+    _paint_buildings(rng, image, labels, buildings)
+    image += rng.normal(0, 3, image.shape).astype(np.float32)
 
-    shadows = np.zeros(shape, dtype=bool)
+    yy, xx = np.mgrid[0:size, 0:size]
+    valid = (yy + xx) < int(1.75 * size)  # a masked corner, as at the edge of a real mosaic
+    labels[~valid] = LABEL_NODATA
+    image[:, ~valid] = 0
+    return np.clip(image, 0, 255).astype(np.uint8), labels, valid
+
+
+def _paint_buildings(
+    rng: np.random.Generator, image: np.ndarray, labels: np.ndarray, buildings: list[Building]
+) -> None:
+    """Roofs (shaded half, parapets, roof-top plant, fine texture) and the shadows they cast."""
+    size = labels.shape[0]
+    shadows = np.zeros(labels.shape, dtype=bool)
     for r, c, h, w in buildings:
         roof = rng.choice(ROOF_COLOURS)
         image[:, r : r + h, c : c + w] = np.asarray(roof, dtype=np.float32)[:, None, None]
@@ -145,14 +161,7 @@ def draw_scene(size: int = 1536, seed: int = 7) -> tuple[np.ndarray, np.ndarray,
         shadows[shadow] = labels[shadow] != BUILDING
     image[:, shadows] *= 0.4
     roofs = labels == BUILDING
-    image[:, roofs] += 30 * _noise(rng, shape, 1.5)[roofs][None]
-    image += rng.normal(0, 3, image.shape).astype(np.float32)
-
-    yy, xx = np.mgrid[0:size, 0:size]
-    valid = (yy + xx) < int(1.75 * size)  # a masked corner, as at the edge of a real mosaic
-    labels[~valid] = LABEL_NODATA
-    image[:, ~valid] = 0
-    return np.clip(image, 0, 255).astype(np.uint8), labels, valid
+    image[:, roofs] += 30 * _noise(rng, labels.shape, 1.5)[roofs][None]
 
 
 def write_scene(directory: str | Path, size: int = 1536, seed: int = 7) -> SampleScene:

@@ -4,8 +4,7 @@ Each step takes crops centred (with jitter) on labelled pixels drawn at random, 
 them, and computes SIAL's Error-Weighted Dice Loss (or cross-entropy) over the labelled pixels
 in the crops. The optimiser (AdamW) carries on from one iteration to the next, as the labels
 grow: predict → clicks on errors → train → … Its learning rate decays (cosine) within each
-iteration's training, so every iteration ends on small steps and its checkpoint is not caught
-mid-swing.
+iteration's training, so every iteration ends on small steps.
 
 Fine-tuning an already trained model on a few labels (the region-query benchmark) borrows two
 things from DISCA, or the labels wreck it: frozen BatchNorm, and λ·L1 to the starting model's

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 import torch
 
-from backend.bundle import load_bundle, save_bundle
+from backend.bundle import ModelBundle, load_bundle, save_bundle
 from backend.confidnet import train_confidnet
 from backend.errors import UserError
 from backend.predict import PredictParameters, run_predict
@@ -84,7 +84,7 @@ def test_disca_ranks_by_confidnet_and_adapted_exports_keep_the_head(scene, heade
 def test_a_card_copied_from_a_headed_bundle_saves_without_a_dangling_head(headed_model, tmp_path):
     headed = load_bundle(headed_model)
     assert headed.card.confidnet_file
-    target = save_bundle(type(headed)(headed.card, headed.network), tmp_path / "no-head")
+    target = save_bundle(ModelBundle(headed.card, headed.network), tmp_path / "no-head")
     reloaded = load_bundle(target)
     assert reloaded.confidnet is None and reloaded.card.confidnet_file == ""
 
