@@ -3,7 +3,8 @@
 - ``dial_click``: DIAL's agent. One click in a patch, at the centre of the largest connected
   region where the prediction is wrong, carrying the true class.
 - ``sial_clicks``: SIAL's agent. Per image and iteration, one click per class, at the centre of
-  the largest region of that class that the prediction misses.
+  the largest region of that class that the prediction misses (or one in each of its few
+  largest regions).
 
 "Centre" is the pixel deepest inside the region (the maximum of its distance transform). It
 always lies inside the region, unlike the centroid of a ring-shaped error.
@@ -27,19 +28,30 @@ def errors(predicted: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return (truth != LABEL_NODATA) & (predicted != CLASS_NODATA) & (predicted != truth)
 
 
-def region_centre(mask: np.ndarray) -> tuple[int, int] | None:
-    """(row, col) deep inside the largest connected region of ``mask`` (8-connectivity)."""
-    labelled, count = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
-    if count == 0:
-        return None
+def region_centres(mask: np.ndarray, count: int = 1) -> list[tuple[int, int]]:
+    """(row, col) deep inside each of the ``count`` largest connected regions of ``mask``
+    (8-connectivity), largest first."""
+    labelled, n = ndimage.label(mask, structure=np.ones((3, 3), dtype=bool))
+    if n == 0:
+        return []
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
-    largest = labelled == sizes.argmax()
-    rows, cols = np.nonzero(largest)
-    r0, r1, c0, c1 = rows.min(), rows.max() + 1, cols.min(), cols.max() + 1
-    depth = ndimage.distance_transform_edt(np.pad(largest[r0:r1, c0:c1], 1))[1:-1, 1:-1]
-    row, col = np.unravel_index(depth.argmax(), depth.shape)
-    return int(row + r0), int(col + c0)
+    largest = np.argsort(sizes[1:], kind="stable")[::-1][: min(count, n)] + 1
+    boxes = ndimage.find_objects(labelled)
+    centres = []
+    for region in largest:
+        box = boxes[region - 1]
+        inside = labelled[box] == region
+        depth = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
+        row, col = np.unravel_index(depth.argmax(), depth.shape)
+        centres.append((int(row + box[0].start), int(col + box[1].start)))
+    return centres
+
+
+def region_centre(mask: np.ndarray) -> tuple[int, int] | None:
+    """(row, col) deep inside the largest connected region of ``mask`` (8-connectivity)."""
+    centres = region_centres(mask)
+    return centres[0] if centres else None
 
 
 def dial_click(predicted: np.ndarray, truth: np.ndarray, patch: Patch) -> Click | None:
@@ -52,12 +64,14 @@ def dial_click(predicted: np.ndarray, truth: np.ndarray, patch: Patch) -> Click 
     return Click(row, col, int(truth[row, col]))
 
 
-def sial_clicks(predicted: np.ndarray, truth: np.ndarray, classes: Sequence[int]) -> list[Click]:
-    """SIAL's clicks: for each class, the centre of its largest missed region."""
+def sial_clicks(
+    predicted: np.ndarray, truth: np.ndarray, classes: Sequence[int], per_class: int = 1
+) -> list[Click]:
+    """SIAL's clicks: for each class, the centre of its largest missed region (or of its
+    ``per_class`` largest ones)."""
     wrong = errors(predicted, truth)
     clicks = []
     for class_id in classes:
-        centre = region_centre(wrong & (truth == class_id))
-        if centre is not None:
-            clicks.append(Click(centre[0], centre[1], class_id))
+        for row, col in region_centres(wrong & (truth == class_id), per_class):
+            clicks.append(Click(row, col, class_id))
     return clicks

@@ -165,6 +165,24 @@ def build_parser() -> argparse.ArgumentParser:
     sial.add_argument("--steps", type=int, default=400, help="training steps per iteration")
     sial.add_argument("--loss", choices=("ewdl", "ce"), default="ewdl")
     sial.add_argument(
+        "--from-scratch",
+        action="store_true",
+        help="train a fresh network on all labels each iteration instead of carrying on",
+    )
+    sial.add_argument("--crop", type=int, default=128, help="training crop side in px (default 128)")
+    sial.add_argument(
+        "--average",
+        type=float,
+        default=0.0,
+        help="end each iteration on a moving average of its weights, e.g. 0.998 (default: off)",
+    )
+    sial.add_argument(
+        "--clicks-per-class",
+        type=int,
+        default=1,
+        help="clicks per class and image each iteration, in its largest missed regions (default 1)",
+    )
+    sial.add_argument(
         "--expand",
         choices=("none", "slic", "felzenszwalb"),
         default="none",
@@ -460,6 +478,8 @@ def _sial(args: argparse.Namespace) -> int:
 
     if args.config is None:
         raise UserError("the SIAL protocol needs --config (training and validation rasters)")
+    if args.clicks_per_class < 1:
+        raise UserError("--clicks-per-class must be at least 1")
     expansion = None
     if args.expand != "none":
         sieve = None if args.sieve == "none" else float(args.sieve)
@@ -469,7 +489,11 @@ def _sial(args: argparse.Namespace) -> int:
         out_dir=args.out,
         iterations=args.iterations,
         image_size=args.image_size,
-        training=SparseSettings(steps=args.steps, loss=args.loss, seed=args.seed),
+        clicks_per_class=args.clicks_per_class,
+        from_scratch=args.from_scratch,
+        training=SparseSettings(
+            steps=args.steps, crop=args.crop, loss=args.loss, average=args.average, seed=args.seed
+        ),
         expansion=expansion,
         reference=args.reference,
         device=args.device,

@@ -5,9 +5,10 @@ each iteration:
 
 1. the annotator looks at every image's prediction and, for each class, clicks once at the
    centre of that class's largest missed region (SIAL's annotator; iteration 0 looks at the
-   untrained network's output);
-2. the clicks may be spread over their superpixels (LSSQPS), sieved by the current model;
-3. the network trains on all labels so far (EWDL or cross-entropy, from scratch at the start);
+   untrained network's output), or once in each of its few largest;
+2. the clicks may be spread over their superpixels (LSSQPS), sieved by the same prediction;
+3. the network trains on all labels so far (EWDL or cross-entropy, from scratch at the start,
+   then carrying on, or from scratch every iteration);
 4. the validation rasters are predicted: mIoU, and the fraction of pixels clicked so far.
 
 The dense reference is the same network trained on every pixel of the same rasters (a bundle
@@ -25,7 +26,7 @@ from typing import Any
 import numpy as np
 
 from .agents import sial_clicks
-from .bundle import ModelBundle, create_bundle, load_bundle
+from .bundle import ModelBundle, create_bundle, load_bundle, save_bundle
 from .card import ClickEncoding
 from .clicks import Click
 from .evaluation import Scores, predict_in_memory, read_labels, score
@@ -33,8 +34,8 @@ from .inference import Predictor
 from .progress import Monitor
 from .raster import MemoryRasterSource, RasterSource
 from .runtime import resolve_device
-from .sparse_training import SparseSettings, SparseTrainer, window_probabilities
-from .superpixels import ExpansionSettings, SparseLabels, expand_clicks, label_quality
+from .sparse_training import SparseSettings, SparseTrainer
+from .superpixels import ExpansionSettings, SparseLabels, SuperpixelCache, expand_clicks, label_quality
 from .tiling import patch_grid
 from .training import TrainingConfig
 
@@ -45,6 +46,8 @@ class SialParameters:
     out_dir: Path
     iterations: int = 6
     image_size: int = 512
+    clicks_per_class: int = 1  # the annotator's clicks per class and image each iteration
+    from_scratch: bool = False  # each iteration trains a fresh network on all labels, not the last one
     training: SparseSettings = field(default_factory=SparseSettings)
     expansion: ExpansionSettings | None = None
     reference: Path | None = None  # a densely trained bundle of the same network
@@ -62,6 +65,50 @@ def _validate(predictor: Predictor, pairs, class_map, names) -> Scores:
     return total
 
 
+def _annotate(
+    predicted: np.ndarray, truth: np.ndarray, clicks: list[Click], params: SialParameters, n_classes: int
+) -> int:
+    """SIAL's annotator over every image of one raster: appends its new clicks, returns how many."""
+    seen = {(c.row, c.col) for c in clicks}
+    height, width = truth.shape
+    before = len(clicks)
+    for patch in patch_grid(width, height, params.image_size):
+        window = np.s_[patch.row : patch.row + patch.height, patch.col : patch.col + patch.width]
+        for c in sial_clicks(predicted[window], truth[window], range(n_classes), params.clicks_per_class):
+            if (c.row + patch.row, c.col + patch.col) not in seen:
+                clicks.append(Click(c.row + patch.row, c.col + patch.col, c.class_id))
+                seen.add((clicks[-1].row, clicks[-1].col))
+    return len(clicks) - before
+
+
+def _write(
+    params: SialParameters,
+    config: TrainingConfig,
+    history: list[dict[str, Any]],
+    reference: Scores | None,
+    complete: bool,
+) -> None:
+    """OUT/sial.json, rewritten after every iteration: a long run that stops early keeps its figures."""
+    result = {
+        "protocol": "sial",
+        "complete": complete,
+        "iterations": history,
+        "final_miou": history[-1]["validation_miou"],
+        "reference_miou": round(reference.miou, 2) if reference else None,
+        "reference_per_class_iou": reference.per_class() if reference else None,
+        "share_of_dense": round(history[-1]["validation_miou"] / reference.miou, 4) if reference else None,
+        "training": asdict(params.training),
+        "expansion": asdict(params.expansion) if params.expansion else None,
+        "image_size": params.image_size,
+        "clicks_per_class": params.clicks_per_class,
+        "from_scratch": params.from_scratch,
+        "train_rasters": [Path(i).name for i, _ in config.train],
+        "validation_rasters": [Path(i).name for i, _ in config.validation],
+    }
+    params.out_dir.mkdir(parents=True, exist_ok=True)
+    (params.out_dir / "sial.json").write_text(json.dumps(result, indent=2) + "\n")
+
+
 def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str, Any]:
     monitor = monitor or Monitor()
     config, device = params.config, resolve_device(params.device)
@@ -73,6 +120,7 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
     truths = [read_labels(labels, config.class_map) for _, labels in config.train]
     total_labelled = int(sum((t != 255).sum() for t in truths))
     clicks: list[list[Click]] = [[] for _ in sources]
+    superpixels: list[SuperpixelCache] = [{} for _ in sources]
     history: list[dict[str, Any]] = []
     reference = None
     if params.reference is not None:
@@ -86,27 +134,23 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
         step = monitor.scaled(*span)
         step.report(0.0, f"iteration {iteration + 1}: the annotator looks at the predictions")
         predictor = Predictor(ModelBundle(card, bundle.network), device)
-        new = 0
+        sieving = params.expansion is not None and params.expansion.sieve is not None and iteration > 0
+        predictor.keep_probabilities = sieving
+        new, labels, quality = 0, [], []
         for i, source in enumerate(sources):
             maps, _ = predict_in_memory(predictor, source)
-            seen = {(c.row, c.col) for c in clicks[i]}
-            for patch in patch_grid(source.info.width, source.info.height, params.image_size):
-                window = np.s_[patch.row : patch.row + patch.height, patch.col : patch.col + patch.width]
-                for c in sial_clicks(maps.classes[window], truths[i][window], range(card.n_classes)):
-                    click = Click(c.row + patch.row, c.col + patch.col, c.class_id)
-                    if (click.row, click.col) not in seen:
-                        clicks[i].append(click)
-                        seen.add((click.row, click.col))
-                        new += 1
-        step.report(0.3, f"iteration {iteration + 1}: {new} new clicks")
-        labels, quality = [], []
-        for i, source in enumerate(sources):
+            new += _annotate(maps.classes, truths[i], clicks[i], params, card.n_classes)
             if params.expansion is None:
                 labels.append(SparseLabels.from_clicks(clicks[i]))
             else:
-                sieve = window_probabilities(bundle.network, card, source, device) if iteration else None
-                labels.append(expand_clicks(source, clicks[i], params.expansion, sieve))
+                probabilities = maps.probabilities
+                sieve = (lambda r, c, h, w, p=probabilities: p[:, r : r + h, c : c + w]) if sieving else None
+                labels.append(expand_clicks(source, clicks[i], params.expansion, sieve, superpixels[i]))
             quality.append(label_quality(labels[-1], truths[i]))
+            step.report(0.3 * (i + 1) / len(sources), f"iteration {iteration + 1}: {new} new clicks")
+        if params.from_scratch and iteration:  # the labels so far, without the last network's history
+            bundle = create_bundle(card, seed=params.seed)
+            trainer = SparseTrainer(bundle.network, card, device, params.training)
         losses = trainer.fit(list(zip(sources, labels, strict=True)), step.scaled(0.35, 0.9))
         validation = _validate(
             Predictor(ModelBundle(card, bundle.network), device), config.validation, config.class_map, names
@@ -128,26 +172,11 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
                 "minutes": round((time.perf_counter() - started) / 60, 1),
             }
         )
+        _write(params, config, history, reference, complete=iteration + 1 == params.iterations)
         step.report(1.0, f"iteration {iteration + 1}: validation mIoU {validation.miou:.2f}")
     for source in sources:
         source.close()
-    result = {
-        "protocol": "sial",
-        "iterations": history,
-        "final_miou": history[-1]["validation_miou"],
-        "reference_miou": round(reference.miou, 2) if reference else None,
-        "reference_per_class_iou": reference.per_class() if reference else None,
-        "share_of_dense": round(history[-1]["validation_miou"] / reference.miou, 4) if reference else None,
-        "training": asdict(params.training),
-        "expansion": asdict(params.expansion) if params.expansion else None,
-        "image_size": params.image_size,
-        "train_rasters": [Path(i).name for i, _ in config.train],
-        "validation_rasters": [Path(i).name for i, _ in config.validation],
-    }
-    params.out_dir.mkdir(parents=True, exist_ok=True)
-    (params.out_dir / "sial.json").write_text(json.dumps(result, indent=2) + "\n")
-    from .bundle import save_bundle
-
+    result = json.loads((params.out_dir / "sial.json").read_text())
     save_bundle(
         ModelBundle(card.with_updates(provenance={"sial": result}), bundle.network), params.out_dir / "model"
     )

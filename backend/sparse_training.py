@@ -4,7 +4,9 @@ Each step takes crops centred (with jitter) on labelled pixels drawn at random, 
 them, and computes SIAL's Error-Weighted Dice Loss (or cross-entropy) over the labelled pixels
 in the crops. The optimiser (AdamW) carries on from one iteration to the next, as the labels
 grow: predict → clicks on errors → train → … Its learning rate decays (cosine) within each
-iteration's training, so every iteration ends on small steps.
+iteration's training, so every iteration ends on small steps. Optionally the weights that
+leave each iteration are an exponential moving average of its steps (``average``), not the last
+step's: a network trained on few, noisy labels swings from step to step, and the average does not.
 
 Fine-tuning an already trained model on a few labels (the region-query benchmark) borrows two
 things from DISCA, or the labels wreck it: frozen BatchNorm, and λ·L1 to the starting model's
@@ -23,6 +25,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 
 from .card import ModelCard
 from .disca import anchor_from
@@ -48,12 +51,26 @@ class SparseSettings:
     seed: int = 0
     freeze_batchnorm: bool = False  # fine-tuning a trained model on few pixels: keep its statistics
     anchor_weight: float = 0.0  # λ of DISCA's L1 to the starting model's prediction (0: none)
+    average: float = 0.0  # decay of the weights' moving average each fit ends on (0: the last step's)
 
     def check(self) -> None:
         if self.loss not in ("ewdl", "ce"):
             raise UserError(f"loss must be ewdl or ce, not {self.loss}")
         if self.crop % 32:
             raise UserError(f"crop must be a multiple of 32, not {self.crop}")
+        if not 0.0 <= self.average < 1.0:
+            raise UserError(f"the weight-average decay must lie in [0, 1), not {self.average}")
+
+
+def _moving_average(network: nn.Module, decay: float) -> AveragedModel:
+    """An exponential moving average of the weights and BatchNorm statistics; its decay ramps up
+    over the first steps so the average does not cling to where the fit started."""
+
+    def blend(average: torch.Tensor, current: torch.Tensor, count: torch.Tensor) -> torch.Tensor:
+        keep = min(decay, (1.0 + float(count)) / (10.0 + float(count)))
+        return average + (current - average) * (1.0 - keep)
+
+    return AveragedModel(network, avg_fn=blend, use_buffers=True)
 
 
 def _autocast(device: torch.device) -> torch.dtype | None:
@@ -110,6 +127,7 @@ class SparseTrainer:
         if settings.freeze_batchnorm:
             freeze_batchnorm(network)
         dtype = _autocast(self.device)
+        average = _moving_average(network, settings.average) if settings.average else None
         losses = []
         started = time.perf_counter()
         for step in range(settings.steps):
@@ -139,6 +157,8 @@ class SparseTrainer:
             self.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             self.optimizer.step()
+            if average is not None:
+                average.update_parameters(network)
             losses.append(loss.item())
             if step % 10 == 0 or step == settings.steps - 1:
                 elapsed = time.perf_counter() - started
@@ -147,6 +167,8 @@ class SparseTrainer:
                     f"training step {step + 1}/{settings.steps}, loss {np.mean(losses[-20:]):.3f}, "
                     f"{elapsed / (step + 1):.2f} s/step",
                 )
+        if average is not None:
+            network.load_state_dict(average.module.state_dict())
         network.eval()
         return losses
 

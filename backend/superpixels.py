@@ -96,33 +96,62 @@ def superpixel_mask(
     return row0, col0, mask
 
 
+def superpixel_pixels(
+    source: RasterSource, click: Click, settings: ExpansionSettings
+) -> tuple[np.ndarray, np.ndarray]:
+    """Rows and columns (raster coordinates) of the superpixel holding ``click``."""
+    row0, col0, mask = superpixel_mask(source, click, settings)
+    rows, cols = np.nonzero(mask)
+    return rows + row0, cols + col0
+
+
+SuperpixelCache = dict[tuple[int, int], tuple[np.ndarray, np.ndarray]]
+"""(row, col) of a click → its superpixel's pixels: they depend only on the image and settings."""
+
+
 def expand_clicks(
     source: RasterSource,
     clicks: Sequence[Click],
     settings: ExpansionSettings | None = None,
     probabilities: ProbabilityWindow | None = None,
+    cache: SuperpixelCache | None = None,
 ) -> SparseLabels:
-    """Clicks plus the pixels their superpixels add (see the module's docstring)."""
+    """Clicks plus the pixels their superpixels add (see the module's docstring).
+
+    ``cache`` (one per raster and settings) keeps the superpixels between calls, as clicks pile up.
+    """
     settings = settings or ExpansionSettings()
     settings.check()
-    claims: dict[tuple[int, int], set[int]] = {}
+    cache = {} if cache is None else cache
+    width = source.info.width
+    flat, owner = [], []
     for click in clicks:
-        row0, col0, mask = superpixel_mask(source, click, settings)
-        if settings.sieve is not None and probabilities is not None:
-            p = probabilities(row0, col0, *mask.shape)
-            disagree = (p.argmax(axis=0) != click.class_id) & (p.max(axis=0) >= settings.sieve)
-            mask &= ~disagree
-        rows, cols = np.nonzero(mask)
-        for r, c in zip(rows + row0, cols + col0, strict=True):
-            claims.setdefault((int(r), int(c)), set()).add(click.class_id)
-    clicked = {(c.row, c.col): c.class_id for c in clicks}
-    pixels = [(rc, next(iter(k))) for rc, k in claims.items() if len(k) == 1 and rc not in clicked]
-    pixels += list(clicked.items())
-    rows = np.array([p[0][0] for p in pixels], dtype=np.int64)
-    cols = np.array([p[0][1] for p in pixels], dtype=np.int64)
-    classes = np.array([p[1] for p in pixels], dtype=np.int64)
-    is_click = np.array([p[0] in clicked for p in pixels], dtype=bool)
-    return SparseLabels(rows, cols, classes, is_click)
+        if (click.row, click.col) not in cache:
+            cache[(click.row, click.col)] = superpixel_pixels(source, click, settings)
+        rows, cols = cache[(click.row, click.col)]
+        if settings.sieve is not None and probabilities is not None and len(rows):
+            r0, c0 = rows.min(), cols.min()
+            p = probabilities(int(r0), int(c0), int(rows.max() - r0 + 1), int(cols.max() - c0 + 1))
+            p = p[:, rows - r0, cols - c0]
+            keep = (p.argmax(axis=0) == click.class_id) | (p.max(axis=0) < settings.sieve)
+            rows, cols = rows[keep], cols[keep]
+        flat.append(rows * width + cols)
+        owner.append(np.full(len(rows), click.class_id, dtype=np.int64))
+    clicked = {c.row * width + c.col: c.class_id for c in clicks}
+    clicked_pixels = np.fromiter(clicked, dtype=np.int64, count=len(clicked))
+    # a pixel joins the labels when exactly one class claims it and no click already sits there
+    pairs = np.unique(
+        np.stack([np.concatenate([*flat, []]), np.concatenate([*owner, []])]).astype(np.int64), axis=1
+    )
+    pixels, claimants = np.unique(pairs[0], return_counts=True)
+    added = pairs[:, np.isin(pairs[0], pixels[claimants == 1]) & ~np.isin(pairs[0], clicked_pixels)]
+    every = np.concatenate([added[0], clicked_pixels])
+    return SparseLabels(
+        every // width,
+        every % width,
+        np.concatenate([added[1], np.fromiter(clicked.values(), dtype=np.int64, count=len(clicked))]),
+        np.concatenate([np.zeros(added.shape[1], bool), np.ones(len(clicked), bool)]),
+    )
 
 
 def label_quality(labels: SparseLabels, truth: np.ndarray) -> dict[str, float]:

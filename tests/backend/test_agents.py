@@ -44,3 +44,17 @@ def test_sial_clicks_once_per_class_on_that_class_errors():
     assert [c.class_id for c in clicks] == [0, 2]
     for c in clicks:
         assert truth[c.row, c.col] == c.class_id and errors(predicted, truth)[c.row, c.col]
+
+
+def test_sial_clicks_per_class_visits_the_largest_missed_regions_first():
+    truth = np.ones((60, 60), dtype=np.uint8)
+    truth[2:22, 2:22] = 0  # 400 px
+    truth[30:40, 30:40] = 0  # 100 px
+    truth[50:54, 50:54] = 0  # 16 px
+    predicted = np.ones_like(truth)  # every class-0 region missed
+    one = sial_clicks(predicted, truth, classes=[0, 1])
+    two = sial_clicks(predicted, truth, classes=[0, 1], per_class=2)
+    many = sial_clicks(predicted, truth, classes=[0, 1], per_class=5)
+    assert one == [Click(11, 11, 0)]
+    assert two == [Click(11, 11, 0), Click(34, 34, 0)]
+    assert [(c.row // 10, c.col // 10) for c in many] == [(1, 1), (3, 3), (5, 5)]  # only three exist

@@ -86,9 +86,38 @@ def test_the_sial_protocol_learns_from_clicks_alone(scene, tmp_path):
     result = run_sial(params)
     first, second = result["iterations"]
     assert 0 < first["clicks"] < second["clicks"] <= 2 * 9 * 5  # ≤ one click per class, image and iteration
-    assert second["clicked_fraction_percent"] < 1.0
+    assert second["clicked_fraction_percent"] < 1.0 and second["added_pixels"] == 0
     assert second["validation_miou"] > 0 and (tmp_path / "out" / "model" / "model.json").is_file()
-    assert json.loads((tmp_path / "out" / "sial.json").read_text())["iterations"] == result["iterations"]
+    written = json.loads((tmp_path / "out" / "sial.json").read_text())
+    assert written["complete"] and written["iterations"] == result["iterations"]
+
+
+def test_the_sial_protocol_with_more_clicks_per_class_and_sieved_superpixels(scene, tmp_path):
+    data = {
+        "name": "sial-test",
+        "classes": CLASSES,
+        "encoder": "timm-mobilenetv3_small_minimal_100",
+        "train": [[str(scene.image), str(scene.labels)]],
+        "validation": [[str(scene.image), str(scene.labels)]],
+    }
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    params = SialParameters(
+        config=TrainingConfig.load(tmp_path / "config.json"),
+        out_dir=tmp_path / "out",
+        iterations=2,
+        image_size=128,
+        clicks_per_class=3,
+        from_scratch=True,
+        training=SparseSettings(steps=10, batch=4, crop=64, average=0.9),
+        expansion=ExpansionSettings(window=48, segment_size=60, sieve=0.8),
+        device="cpu",
+    )
+    result = run_sial(params)
+    first, second = result["iterations"]
+    assert result["from_scratch"] and result["training"]["average"] == 0.9
+    assert 9 * 5 < second["clicks"] <= 2 * 9 * 5 * 3  # more than one click per class and image
+    assert 0 < first["added_pixels"] < second["added_pixels"]
+    assert 0 <= second["added_error_rate"] < 0.5
 
 
 def test_sparse_labels_from_clicks():
@@ -126,3 +155,48 @@ def test_fine_tuning_on_few_labels_keeps_batchnorm_and_stays_near_the_start_with
     original = [v for k, v in bundle.network.state_dict().items() if "running_mean" in k]
     assert all(torch.equal(a, b) for a, b in zip(running[5.0], original, strict=True))
     assert changes[5.0] < changes[0.0]
+
+
+def _labelled(labels):
+    return dict(
+        zip(
+            zip(labels.rows.tolist(), labels.cols.tolist(), strict=True), labels.classes.tolist(), strict=True
+        )
+    )
+
+
+def test_pixels_two_classes_claim_stay_unlabelled_and_the_cache_changes_nothing(scene):
+    settings = ExpansionSettings(sieve=None)
+    first, second = Click(200, 200, 2), Click(201, 201, 3)
+    with RasterSource(scene.image, make_card().input) as source:
+        own_first = _labelled(expand_clicks(source, [first], settings))
+        own_second = _labelled(expand_clicks(source, [second], settings))
+        cache = {}
+        both = _labelled(expand_clicks(source, [first, second], settings, cache=cache))
+        again = _labelled(expand_clicks(source, [first, second], settings, cache=cache))
+    assert set(cache) == {(200, 200), (201, 201)} and again == both
+    shared = set(own_first) & set(own_second)
+    assert len(shared) > 10  # the two superpixels overlap...
+    expected = {p: c for p, c in {**own_first, **own_second}.items() if p not in shared}
+    expected.update({(200, 200): 2, (201, 201): 3})  # ...and only the clicks survive there
+    assert both == expected
+
+
+def test_the_weight_average_follows_the_steps_with_a_ramped_decay():
+    import torch
+
+    from backend.sparse_training import _moving_average
+
+    layer = torch.nn.BatchNorm1d(1)
+    average = _moving_average(layer, decay=0.5)
+    expected = None
+    for step, value in enumerate([4.0, 8.0, 16.0, 32.0]):
+        with torch.no_grad():
+            layer.weight.fill_(value)
+            layer.running_mean.fill_(-value)
+        average.update_parameters(layer)
+        keep = min(0.5, (1 + step) / (10 + step))  # step = how many updates came before
+        expected = value if expected is None else keep * expected + (1 - keep) * value
+        assert average.module.weight.item() == pytest.approx(expected)
+        assert average.module.running_mean.item() == pytest.approx(-expected)  # BatchNorm statistics too
+    assert 8.0 < expected < 32.0
