@@ -66,7 +66,8 @@ def test_the_sieve_drops_pixels_the_model_confidently_disputes(scene):
     assert (200, 200) in set(zip(sieved.rows.tolist(), sieved.cols.tolist(), strict=True))  # the click stays
 
 
-def test_the_sial_protocol_learns_from_clicks_alone(scene, tmp_path):
+def _sial_parameters(scene, tmp_path, **settings) -> SialParameters:
+    """Two SIAL iterations of a small network on the scene, trained and scored on itself."""
     data = {
         "name": "sial-test",
         "classes": CLASSES,
@@ -75,14 +76,12 @@ def test_the_sial_protocol_learns_from_clicks_alone(scene, tmp_path):
         "validation": [[str(scene.image), str(scene.labels)]],
     }
     (tmp_path / "config.json").write_text(json.dumps(data))
-    params = SialParameters(
-        config=TrainingConfig.load(tmp_path / "config.json"),
-        out_dir=tmp_path / "out",
-        iterations=2,
-        image_size=128,
-        training=SparseSettings(steps=30, batch=4, crop=64),
-        device="cpu",
-    )
+    config = TrainingConfig.load(tmp_path / "config.json")
+    return SialParameters(config, tmp_path / "out", iterations=2, image_size=128, device="cpu", **settings)
+
+
+def test_the_sial_protocol_learns_from_clicks_alone(scene, tmp_path):
+    params = _sial_parameters(scene, tmp_path, training=SparseSettings(steps=30, batch=4, crop=64))
     result = run_sial(params)
     first, second = result["iterations"]
     assert 0 < first["clicks"] < second["clicks"] <= 2 * 9 * 5  # ≤ one click per class, image and iteration
@@ -93,24 +92,13 @@ def test_the_sial_protocol_learns_from_clicks_alone(scene, tmp_path):
 
 
 def test_the_sial_protocol_with_more_clicks_per_class_and_sieved_superpixels(scene, tmp_path):
-    data = {
-        "name": "sial-test",
-        "classes": CLASSES,
-        "encoder": "timm-mobilenetv3_small_minimal_100",
-        "train": [[str(scene.image), str(scene.labels)]],
-        "validation": [[str(scene.image), str(scene.labels)]],
-    }
-    (tmp_path / "config.json").write_text(json.dumps(data))
-    params = SialParameters(
-        config=TrainingConfig.load(tmp_path / "config.json"),
-        out_dir=tmp_path / "out",
-        iterations=2,
-        image_size=128,
+    params = _sial_parameters(
+        scene,
+        tmp_path,
         clicks_per_class=3,
         from_scratch=True,
         training=SparseSettings(steps=10, batch=4, crop=64, average=0.9),
         expansion=ExpansionSettings(window=48, segment_size=60, sieve=0.8),
-        device="cpu",
     )
     result = run_sial(params)
     first, second = result["iterations"]
