@@ -36,7 +36,7 @@ def region_centres(mask: np.ndarray, count: int = 1) -> list[tuple[int, int]]:
         return []
     sizes = np.bincount(labelled.ravel())
     sizes[0] = 0
-    largest = np.argsort(sizes[1:], kind="stable")[::-1][: min(count, n)] + 1
+    largest = np.argsort(sizes[1:], kind="stable")[::-1][:count] + 1
     boxes = ndimage.find_objects(labelled)
     centres = []
     for region in largest:

@@ -478,8 +478,8 @@ def _sial(args: argparse.Namespace) -> int:
 
     if args.config is None:
         raise UserError("the SIAL protocol needs --config (training and validation rasters)")
-    if args.clicks_per_class < 1:
-        raise UserError("--clicks-per-class must be at least 1")
+    if args.clicks_per_class < 1 or args.iterations < 1:
+        raise UserError("--iterations and --clicks-per-class must be at least 1")
     expansion = None
     if args.expand != "none":
         sieve = None if args.sieve == "none" else float(args.sieve)

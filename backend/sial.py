@@ -87,7 +87,7 @@ def _write(
     history: list[dict[str, Any]],
     reference: Scores | None,
     complete: bool,
-) -> None:
+) -> dict[str, Any]:
     """OUT/sial.json, rewritten after every iteration: a long run that stops early keeps its figures."""
     result = {
         "protocol": "sial",
@@ -107,6 +107,7 @@ def _write(
     }
     params.out_dir.mkdir(parents=True, exist_ok=True)
     (params.out_dir / "sial.json").write_text(json.dumps(result, indent=2) + "\n")
+    return result
 
 
 def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str, Any]:
@@ -172,11 +173,10 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
                 "minutes": round((time.perf_counter() - started) / 60, 1),
             }
         )
-        _write(params, config, history, reference, complete=iteration + 1 == params.iterations)
+        result = _write(params, config, history, reference, complete=iteration + 1 == params.iterations)
         step.report(1.0, f"iteration {iteration + 1}: validation mIoU {validation.miou:.2f}")
     for source in sources:
         source.close()
-    result = json.loads((params.out_dir / "sial.json").read_text())
     save_bundle(
         ModelBundle(card.with_updates(provenance={"sial": result}), bundle.network), params.out_dir / "model"
     )

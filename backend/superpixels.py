@@ -76,14 +76,21 @@ def _segments(image: np.ndarray, valid: np.ndarray, settings: ExpansionSettings)
     return np.where(valid, labels, -1)
 
 
+def _click_window(
+    source: RasterSource, click: Click, settings: ExpansionSettings
+) -> tuple[int, int, int, int]:
+    """(row0, col0, height, width): the window around ``click`` that superpixels and sieve look at."""
+    info, half = source.info, settings.window // 2
+    row0 = min(max(click.row - half, 0), max(info.height - settings.window, 0))
+    col0 = min(max(click.col - half, 0), max(info.width - settings.window, 0))
+    return row0, col0, min(settings.window, info.height), min(settings.window, info.width)
+
+
 def superpixel_mask(
     source: RasterSource, click: Click, settings: ExpansionSettings
 ) -> tuple[int, int, np.ndarray]:
     """(row0, col0, mask) of the superpixel holding ``click``; mask is False outside valid data."""
-    info, half = source.info, settings.window // 2
-    row0 = min(max(click.row - half, 0), max(info.height - settings.window, 0))
-    col0 = min(max(click.col - half, 0), max(info.width - settings.window, 0))
-    height, width = min(settings.window, info.height), min(settings.window, info.width)
+    row0, col0, height, width = _click_window(source, click, settings)
     raw, valid = source.read_raw(row0, col0, height, width)
     rgb = raw[:3] if raw.shape[0] >= 3 else np.repeat(raw[:1], 3, axis=0)
     low = np.percentile(rgb[:, valid], 2, axis=1)[:, None, None] if valid.any() else 0.0
@@ -129,10 +136,9 @@ def expand_clicks(
         if (click.row, click.col) not in cache:
             cache[(click.row, click.col)] = superpixel_pixels(source, click, settings)
         rows, cols = cache[(click.row, click.col)]
-        if settings.sieve is not None and probabilities is not None and len(rows):
-            r0, c0 = rows.min(), cols.min()
-            p = probabilities(int(r0), int(c0), int(rows.max() - r0 + 1), int(cols.max() - c0 + 1))
-            p = p[:, rows - r0, cols - c0]
+        if settings.sieve is not None and probabilities is not None:
+            row0, col0, *size = _click_window(source, click, settings)
+            p = probabilities(row0, col0, *size)[:, rows - row0, cols - col0]
             keep = (p.argmax(axis=0) == click.class_id) | (p.max(axis=0) < settings.sieve)
             rows, cols = rows[keep], cols[keep]
         flat.append(rows * width + cols)
@@ -140,9 +146,8 @@ def expand_clicks(
     clicked = {c.row * width + c.col: c.class_id for c in clicks}
     clicked_pixels = np.fromiter(clicked, dtype=np.int64, count=len(clicked))
     # a pixel joins the labels when exactly one class claims it and no click already sits there
-    pairs = np.unique(
-        np.stack([np.concatenate([*flat, []]), np.concatenate([*owner, []])]).astype(np.int64), axis=1
-    )
+    claims = np.stack([np.concatenate(flat), np.concatenate(owner)]) if flat else np.empty((2, 0), np.int64)
+    pairs = np.unique(claims, axis=1)
     pixels, claimants = np.unique(pairs[0], return_counts=True)
     added = pairs[:, np.isin(pairs[0], pixels[claimants == 1]) & ~np.isin(pairs[0], clicked_pixels)]
     every = np.concatenate([added[0], clicked_pixels])
