@@ -177,6 +177,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="end each iteration on a moving average of its weights, e.g. 0.998 (default: off)",
     )
     sial.add_argument(
+        "--drop-noisy",
+        type=float,
+        default=0.0,
+        help="share of superpixel-added labels each batch leaves out, those fitted worst (default 0)",
+    )
+    sial.add_argument(
         "--clicks-per-class",
         type=int,
         default=1,
@@ -492,7 +498,12 @@ def _sial(args: argparse.Namespace) -> int:
         clicks_per_class=args.clicks_per_class,
         from_scratch=args.from_scratch,
         training=SparseSettings(
-            steps=args.steps, crop=args.crop, loss=args.loss, average=args.average, seed=args.seed
+            steps=args.steps,
+            crop=args.crop,
+            loss=args.loss,
+            average=args.average,
+            drop_noisy=args.drop_noisy,
+            seed=args.seed,
         ),
         expansion=expansion,
         reference=args.reference,

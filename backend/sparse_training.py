@@ -7,6 +7,9 @@ grow: predict → clicks on errors → train → … Its learning rate decays (c
 iteration's training, so every iteration ends on small steps. Optionally the weights that
 leave each iteration are an exponential moving average of its steps (``average``), not the last
 step's: a network trained on few, noisy labels swings from step to step, and the average does not.
+Superpixel-added labels are wrong where a superpixel straddles two classes; ``drop_noisy`` leaves
+out, in every batch, that share of the added labels the network fits worst (small-loss selection,
+as in Co-teaching), ramping up over the first half of the steps. Clicks are always kept.
 
 Fine-tuning an already trained model on a few labels (the region-query benchmark) borrows two
 things from DISCA, or the labels wreck it: frozen BatchNorm, and λ·L1 to the starting model's
@@ -52,6 +55,7 @@ class SparseSettings:
     freeze_batchnorm: bool = False  # fine-tuning a trained model on few pixels: keep its statistics
     anchor_weight: float = 0.0  # λ of DISCA's L1 to the starting model's prediction (0: none)
     average: float = 0.0  # decay of the weights' moving average each fit ends on (0: the last step's)
+    drop_noisy: float = 0.0  # share of superpixel-added labels left out per batch, the worst-fitted
 
     def check(self) -> None:
         if self.loss not in ("ewdl", "ce"):
@@ -60,6 +64,8 @@ class SparseSettings:
             raise UserError(f"crop must be a multiple of 32, not {self.crop}")
         if not 0.0 <= self.average < 1.0:
             raise UserError(f"the weight-average decay must lie in [0, 1), not {self.average}")
+        if not 0.0 <= self.drop_noisy < 1.0:
+            raise UserError(f"the share of added labels to drop must lie in [0, 1), not {self.drop_noisy}")
 
 
 def _moving_average(network: nn.Module, decay: float) -> AveragedModel:
@@ -71,6 +77,19 @@ def _moving_average(network: nn.Module, decay: float) -> AveragedModel:
         return average + (current - average) * (1.0 - keep)
 
     return AveragedModel(network, avg_fn=blend, use_buffers=True)
+
+
+def small_loss_selection(
+    losses: torch.Tensor, labelled: torch.Tensor, clicked: torch.Tensor, share: float
+) -> torch.Tensor:
+    """The labelled pixels to learn from: every click, and the added labels but the ``share`` of
+    them with the highest loss (the likeliest to be wrong)."""
+    added = labelled & ~clicked
+    n_drop = int(share * int(added.sum()))
+    if n_drop == 0:
+        return labelled
+    threshold = torch.topk(losses[added], n_drop).values[-1]
+    return labelled & (clicked | (losses < threshold))
 
 
 def _autocast(device: torch.device) -> torch.dtype | None:
@@ -89,7 +108,10 @@ class SparseTrainer:
         self.rng = np.random.default_rng(settings.seed)
         self.anchor = anchor_from(copy.deepcopy(network)) if settings.anchor_weight > 0 else None
 
-    def _crop(self, source: RasterSource, labels: SparseLabels, index: int) -> tuple[np.ndarray, np.ndarray]:
+    def _crop(
+        self, source: RasterSource, labels: SparseLabels, index: int
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """(image, target with IGNORE where unlabelled, clicked mask) of one jittered, turned crop."""
         size, info = self.settings.crop, source.info
         jitter = self.rng.integers(-size // 4, size // 4 + 1, size=2)
         row = int(np.clip(labels.rows[index] - size // 2 + jitter[0], 0, max(info.height - size, 0)))
@@ -103,13 +125,16 @@ class SparseTrainer:
             & (labels.cols < col + size)
         )
         target[labels.rows[inside] - row, labels.cols[inside] - col] = labels.classes[inside]
+        clicked = np.zeros((size, size), dtype=bool)
+        clicked[labels.rows[inside] - row, labels.cols[inside] - col] = labels.clicked[inside]
         turns = int(self.rng.integers(0, 4))
-        image, target = np.rot90(image, turns, (1, 2)), np.rot90(target, turns)
+        image = np.rot90(image, turns, (1, 2))
+        target, clicked = np.rot90(target, turns), np.rot90(clicked, turns)
         if self.rng.random() < 0.5:
-            image, target = image[:, :, ::-1], target[:, ::-1]
+            image, target, clicked = image[:, :, ::-1], target[:, ::-1], clicked[:, ::-1]
         if self.card.clicks.enabled:  # a model with click channels trains with them empty
             image = np.concatenate([image, np.zeros((self.card.n_classes, size, size), np.float32)])
-        return np.ascontiguousarray(image), np.ascontiguousarray(target)
+        return np.ascontiguousarray(image), np.ascontiguousarray(target), np.ascontiguousarray(clicked)
 
     def fit(
         self, data: Sequence[tuple[RasterSource, SparseLabels]], monitor: Monitor | None = None
@@ -145,10 +170,18 @@ class SparseTrainer:
             with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
                 logits = network(x)
             logits = logits.float()
+            labelled = y != IGNORE
+            if settings.drop_noisy:  # reaches its full share half-way through the steps
+                clicked = torch.from_numpy(np.stack([c[2] for c in crops])).to(self.device)
+                with torch.no_grad():
+                    per_pixel = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="none")
+                share = settings.drop_noisy * min(1.0, 2 * step / settings.steps)
+                labelled = small_loss_selection(per_pixel, labelled, clicked, share)
+                y = torch.where(labelled, y, IGNORE)
             if settings.loss == "ce":
                 loss = F.cross_entropy(logits, y, ignore_index=IGNORE)
             else:
-                index = torch.nonzero(y != IGNORE)
+                index = torch.nonzero(labelled)
                 loss = error_weighted_dice(
                     logits, index, y[index[:, 0], index[:, 1], index[:, 2]], settings.error_weight
                 )

@@ -97,12 +97,13 @@ def test_the_sial_protocol_with_more_clicks_per_class_and_sieved_superpixels(sce
         tmp_path,
         clicks_per_class=3,
         from_scratch=True,
-        training=SparseSettings(steps=10, batch=4, crop=64, average=0.9),
+        training=SparseSettings(steps=10, batch=4, crop=64, average=0.9, drop_noisy=0.2),
         expansion=ExpansionSettings(window=48, segment_size=60, sieve=0.8),
     )
     result = run_sial(params)
     first, second = result["iterations"]
     assert result["from_scratch"] and result["training"]["average"] == 0.9
+    assert result["training"]["drop_noisy"] == 0.2
     assert 9 * 5 < second["clicks"] <= 2 * 9 * 5 * 3  # more than one click per class and image
     assert 0 < first["added_pixels"] < second["added_pixels"]
     assert 0 <= second["added_error_rate"] < 0.5
@@ -188,3 +189,38 @@ def test_the_weight_average_follows_the_steps_with_a_ramped_decay():
         assert average.module.weight.item() == pytest.approx(expected)
         assert average.module.running_mean.item() == pytest.approx(-expected)  # BatchNorm statistics too
     assert 8.0 < expected < 32.0
+
+
+def test_small_loss_selection_keeps_every_click_and_drops_the_worst_fitted_added_labels():
+    import torch
+
+    from backend.sparse_training import small_loss_selection
+
+    losses = torch.tensor([[9.0, 0.1, 5.0, 0.2, 4.0, 0.3, 0.0, 7.0, 0.4, 3.0]])
+    labelled = torch.tensor([[True] * 6 + [False] + [True] * 3])
+    clicked = torch.tensor([[True] + [False] * 9])  # the click fits worst of all, and stays
+    kept = small_loss_selection(losses, labelled, clicked, share=0.25)  # 8 added labels: drop 2
+    assert kept.tolist() == [[True, True, False, True, True, True, False, False, True, True]]
+    assert torch.equal(small_loss_selection(losses, labelled, clicked, share=0.0), labelled)
+
+
+def test_training_crops_mark_the_clicked_pixels_where_the_click_classes_are(scene):
+    import torch
+
+    from backend.bundle import create_bundle
+    from backend.sparse_training import IGNORE, SparseTrainer
+
+    labels = SparseLabels(
+        np.array([100, 101, 102, 110]),
+        np.array([100, 100, 100, 110]),
+        np.array([1, 1, 1, 4]),
+        np.array([False, True, False, True]),
+    )
+    card = make_card()
+    settings = SparseSettings(crop=128, seed=3)
+    trainer = SparseTrainer(create_bundle(card).network, card, torch.device("cpu"), settings)
+    with RasterSource(scene.image, card.input) as source:
+        for index in range(len(labels)):
+            _, target, clicked = trainer._crop(source, labels, index)
+            assert (target != IGNORE).sum() == 4 and clicked.sum() == 2  # every label, wherever it turned
+            assert sorted(target[clicked].tolist()) == [1, 4]
