@@ -486,6 +486,10 @@ def _sial(args: argparse.Namespace) -> int:
         raise UserError("the SIAL protocol needs --config (training and validation rasters)")
     if args.clicks_per_class < 1 or args.iterations < 1:
         raise UserError("--iterations and --clicks-per-class must be at least 1")
+    if args.drop_noisy and args.expand == "none":
+        raise UserError(
+            "--drop-noisy leaves out superpixel-added labels: it needs --expand slic or felzenszwalb"
+        )
     expansion = None
     if args.expand != "none":
         sieve = None if args.sieve == "none" else float(args.sieve)

@@ -149,3 +149,18 @@ def test_a_missing_raster(tmp_path, fast_model):
         out,
         "raster not found",
     )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--iterations", "0"], "must be at least 1"),
+        (["--drop-noisy", "0.2"], "--drop-noisy leaves out superpixel-added labels"),
+    ],
+)
+def test_the_sial_protocol_refuses_settings_that_cannot_work(tmp_path, options, message):
+    out = tmp_path / "out"
+    config = tmp_path / "config.json"
+    config.write_text("{}")
+    result = run_cli("benchmark", "--protocol", "sial", "--config", config, "--out", out, *options)
+    assert_clean_failure(result, out, message)
