@@ -197,6 +197,16 @@ def build_parser() -> argparse.ArgumentParser:
     sial.add_argument(
         "--sieve", default="0.8", help="drop expanded pixels the model confidently disputes ('none': keep)"
     )
+    sial.add_argument(
+        "--segment-size", type=int, default=150, help="target pixels per superpixel (default 150)"
+    )
+    sial.add_argument(
+        "--self-training",
+        type=float,
+        metavar="CONFIDENCE",
+        help="after each iteration's fit, train a fresh network on the labels plus the pixels "
+        "the first was at least this confident about (pseudo-labels), e.g. 0.9 (default: off)",
+    )
     sial.add_argument("--reference", type=Path, help="a densely trained bundle of the same network")
     sial.add_argument("--image-size", type=int, default=512, help="the annotator's image size (default 512)")
     bench.add_argument("--seed", type=int, default=0)
@@ -490,10 +500,16 @@ def _sial(args: argparse.Namespace) -> int:
         raise UserError(
             "--drop-noisy leaves out superpixel-added labels: it needs --expand slic or felzenszwalb"
         )
+    if args.self_training is not None and not 0.0 < args.self_training <= 1.0:
+        raise UserError("--self-training takes a confidence in (0, 1]")
     expansion = None
     if args.expand != "none":
-        sieve = None if args.sieve == "none" else float(args.sieve)
-        expansion = ExpansionSettings(method=args.expand, sieve=sieve)
+        try:
+            sieve = None if args.sieve == "none" else float(args.sieve)
+        except ValueError:
+            raise UserError(f"--sieve takes a probability or 'none', not {args.sieve!r}") from None
+        expansion = ExpansionSettings(method=args.expand, segment_size=args.segment_size, sieve=sieve)
+        expansion.check()
     params = SialParameters(
         config=TrainingConfig.load(args.config),
         out_dir=args.out,
@@ -510,6 +526,7 @@ def _sial(args: argparse.Namespace) -> int:
             seed=args.seed,
         ),
         expansion=expansion,
+        self_training=args.self_training,
         reference=args.reference,
         device=args.device,
         seed=args.seed,

@@ -9,7 +9,9 @@ each iteration:
 2. the clicks may be spread over their superpixels (LSSQPS), sieved by the same prediction;
 3. the network trains on all labels so far (EWDL or cross-entropy, from scratch at the start,
    then carrying on, or from scratch every iteration);
-4. the validation rasters are predicted: mIoU, and the fraction of pixels clicked so far.
+4. the validation rasters are predicted: mIoU, and the fraction of pixels clicked so far;
+5. optionally (``self_training``) the network predicts the training rasters, and a fresh one
+   trains on the labels plus the pixels it was confident about (pseudo-labels), then is scored.
 
 The dense reference is the same network trained on every pixel of the same rasters (a bundle
 such as models/dubai-landcover), measured the same way.
@@ -34,7 +36,7 @@ from .inference import Predictor
 from .progress import Monitor
 from .raster import MemoryRasterSource, RasterSource
 from .runtime import resolve_device
-from .sparse_training import SparseSettings, SparseTrainer
+from .sparse_training import IGNORE, SparseSettings, SparseTrainer, confident_pseudo_labels
 from .superpixels import ExpansionSettings, SparseLabels, SuperpixelCache, expand_clicks, label_quality
 from .tiling import patch_grid
 from .training import TrainingConfig
@@ -50,6 +52,7 @@ class SialParameters:
     from_scratch: bool = False  # each iteration trains a fresh network on all labels, not the last one
     training: SparseSettings = field(default_factory=SparseSettings)
     expansion: ExpansionSettings | None = None
+    self_training: float | None = None  # confidence of the pseudo-labels a second fit adds (None: off)
     reference: Path | None = None  # a densely trained bundle of the same network
     device: str = "auto"
     seed: int = 0
@@ -81,6 +84,25 @@ def _annotate(
     return len(clicks) - before
 
 
+def _pseudo_labels(
+    predictor: Predictor, sources: list[MemoryRasterSource], truths: list[np.ndarray], threshold: float
+) -> tuple[list[np.ndarray], dict[str, float]]:
+    """Each training raster's confident predictions, and how many and how wrong they are."""
+    predictor.keep_probabilities = True
+    pseudo, count, wrong, total = [], 0, 0, 0
+    for source, truth in zip(sources, truths, strict=True):
+        maps, _ = predict_in_memory(predictor, source)
+        pseudo.append(confident_pseudo_labels(maps.classes, maps.probabilities, threshold))
+        known = (pseudo[-1] != IGNORE) & (truth != 255)
+        count, total = count + int((pseudo[-1] != IGNORE).sum()), total + int((truth != 255).sum())
+        wrong += int((known & (pseudo[-1] != truth)).sum())
+    quality = {
+        "pseudo_fraction_percent": round(100 * count / total, 2),
+        "pseudo_error_rate": round(wrong / count, 4) if count else None,
+    }
+    return pseudo, quality
+
+
 def _write(
     params: SialParameters,
     config: TrainingConfig,
@@ -102,6 +124,7 @@ def _write(
         "image_size": params.image_size,
         "clicks_per_class": params.clicks_per_class,
         "from_scratch": params.from_scratch,
+        "self_training": params.self_training,
         "train_rasters": [Path(i).name for i, _ in config.train],
         "validation_rasters": [Path(i).name for i, _ in config.validation],
     }
@@ -152,10 +175,29 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
         if params.from_scratch and iteration:  # the labels so far, without the last network's history
             bundle = create_bundle(card, seed=params.seed)
             trainer = SparseTrainer(bundle.network, card, device, params.training)
-        losses = trainer.fit(list(zip(sources, labels, strict=True)), step.scaled(0.35, 0.9))
+        data = list(zip(sources, labels, strict=True))
+        losses = trainer.fit(data, step.scaled(0.35, 0.9 if params.self_training is None else 0.6))
         validation = _validate(
             Predictor(ModelBundle(card, bundle.network), device), config.validation, config.class_map, names
         )
+        self_training: dict[str, Any] = {}
+        if params.self_training is not None:
+            step.report(
+                0.6, f"iteration {iteration + 1}: validation mIoU {validation.miou:.2f}, pseudo-labels"
+            )
+            predictor = Predictor(ModelBundle(card, bundle.network), device)
+            pseudo, self_training = _pseudo_labels(predictor, sources, truths, params.self_training)
+            self_training["miou_before"] = round(validation.miou, 2)
+            bundle = create_bundle(card, seed=params.seed)
+            trainer = SparseTrainer(bundle.network, card, device, params.training)
+            losses = trainer.fit(data, step.scaled(0.65, 0.95), pseudo_labels=pseudo)
+            del pseudo
+            validation = _validate(
+                Predictor(ModelBundle(card, bundle.network), device),
+                config.validation,
+                config.class_map,
+                names,
+            )
         n_clicks = sum(len(c) for c in clicks)
         added = sum(q["added_pixels"] for q in quality)
         wrong = sum(q["added_error_rate"] * q["added_pixels"] for q in quality)
@@ -170,6 +212,7 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
                 "validation_miou": round(validation.miou, 2),
                 "per_class_iou": validation.per_class(),
                 "loss": round(float(np.mean(losses[-50:])), 4),
+                **({"self_training": self_training} if self_training else {}),
                 "minutes": round((time.perf_counter() - started) / 60, 1),
             }
         )

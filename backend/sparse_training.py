@@ -10,6 +10,9 @@ step's: a network trained on few, noisy labels swings from step to step, and the
 Superpixel-added labels are wrong where a superpixel straddles two classes; ``drop_noisy`` leaves
 out, in every batch, that share of the added labels the network fits worst (small-loss selection,
 as in Co-teaching), ramping up over the first half of the steps. Clicks are always kept.
+Self-training: a fit may also take pseudo-labels, the pixels a previous network was confident
+about (:func:`confident_pseudo_labels`), which fill the crops around the labels where nothing
+else labels them; the small-loss selection treats them like the superpixel-added labels.
 
 Fine-tuning an already trained model on a few labels (the region-query benchmark) borrows two
 things from DISCA, or the labels wreck it: frozen BatchNorm, and λ·L1 to the starting model's
@@ -35,6 +38,7 @@ from .disca import anchor_from
 from .errors import UserError
 from .losses import anchor_l1, error_weighted_dice
 from .network import freeze_batchnorm, softmax_probabilities
+from .outputs import CLASS_NODATA
 from .progress import Monitor
 from .raster import RasterSource
 from .superpixels import SparseLabels
@@ -92,6 +96,13 @@ def small_loss_selection(
     return labelled & (clicked | (losses < threshold))
 
 
+def confident_pseudo_labels(classes: np.ndarray, probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """A raster of pseudo-labels (uint8, IGNORE elsewhere): the predicted class wherever the
+    network's probability for it reaches ``threshold`` and the image has data."""
+    confident = (probabilities.max(axis=0) >= threshold) & (classes != CLASS_NODATA)
+    return np.where(confident, classes, IGNORE).astype(np.uint8)
+
+
 def _autocast(device: torch.device) -> torch.dtype | None:
     if device.type == "cuda":
         return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
@@ -109,7 +120,7 @@ class SparseTrainer:
         self.anchor = anchor_from(copy.deepcopy(network)) if settings.anchor_weight > 0 else None
 
     def _crop(
-        self, source: RasterSource, labels: SparseLabels, index: int
+        self, source: RasterSource, labels: SparseLabels, index: int, pseudo: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(image, target with IGNORE where unlabelled, clicked mask) of one jittered, turned crop."""
         size, info = self.settings.crop, source.info
@@ -118,6 +129,9 @@ class SparseTrainer:
         col = int(np.clip(labels.cols[index] - size // 2 + jitter[1], 0, max(info.width - size, 0)))
         image, _ = source.read_normalized(row, col, size, size)
         target = np.full((size, size), IGNORE, dtype=np.int64)
+        if pseudo is not None:  # the sparse labels below take precedence
+            window = pseudo[row : row + size, col : col + size]
+            target[: window.shape[0], : window.shape[1]] = window
         inside = (
             (labels.rows >= row)
             & (labels.rows < row + size)
@@ -137,14 +151,21 @@ class SparseTrainer:
         return np.ascontiguousarray(image), np.ascontiguousarray(target), np.ascontiguousarray(clicked)
 
     def fit(
-        self, data: Sequence[tuple[RasterSource, SparseLabels]], monitor: Monitor | None = None
+        self,
+        data: Sequence[tuple[RasterSource, SparseLabels]],
+        monitor: Monitor | None = None,
+        pseudo_labels: Sequence[np.ndarray] | None = None,
     ) -> list[float]:
-        """``settings.steps`` steps over the labelled pixels of every raster; returns the losses."""
+        """``settings.steps`` steps over the labelled pixels of every raster, with each raster's
+        pseudo-labels (if given, one per raster) around them; returns the losses."""
         monitor = monitor or Monitor()
-        data = [(s, lbl) for s, lbl in data if len(lbl)]
+        pseudo = list(pseudo_labels) if pseudo_labels is not None else [None] * len(data)
+        if len(pseudo) != len(data):
+            raise ValueError("one pseudo-label raster per labelled raster")
+        data = [(s, lbl, p) for (s, lbl), p in zip(data, pseudo, strict=True) if len(lbl)]
         if not data:
             raise UserError("no labelled pixels to learn from")
-        counts = np.array([len(lbl) for _, lbl in data], dtype=np.float64)
+        counts = np.array([len(lbl) for _, lbl, _ in data], dtype=np.float64)
         network, settings = self.network, self.settings
         network.train()
         for parameter in network.parameters():
@@ -162,8 +183,8 @@ class SparseTrainer:
             crops = []
             for _ in range(settings.batch):
                 which = int(self.rng.choice(len(data), p=counts / counts.sum()))
-                source, labels = data[which]
-                crops.append(self._crop(source, labels, int(self.rng.integers(0, len(labels)))))
+                source, labels, around = data[which]
+                crops.append(self._crop(source, labels, int(self.rng.integers(0, len(labels))), around))
             x = torch.from_numpy(np.stack([c[0] for c in crops])).to(self.device)
             x = x.contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(np.stack([c[1] for c in crops])).to(self.device)

@@ -36,6 +36,8 @@ class ExpansionSettings:
     def check(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"superpixel method must be one of {', '.join(METHODS)}, not {self.method}")
+        if self.segment_size < 1:
+            raise UserError("the superpixel size must be at least one pixel")
         if self.sieve is not None and not 0.0 < self.sieve <= 1.0:
             raise UserError("the sieve threshold must lie in (0, 1]")
 

@@ -224,3 +224,45 @@ def test_training_crops_mark_the_clicked_pixels_where_the_click_classes_are(scen
             _, target, clicked = trainer._crop(source, labels, index)
             assert (target != IGNORE).sum() == 4 and clicked.sum() == 2  # every label, wherever it turned
             assert sorted(target[clicked].tolist()) == [1, 4]
+
+
+def test_pseudo_labels_are_the_confident_predictions_on_data():
+    from backend.sparse_training import IGNORE, confident_pseudo_labels
+
+    classes = np.array([[0, 1], [2, 255]], dtype=np.uint8)  # 255: no data
+    probabilities = np.zeros((3, 2, 2), np.float32)
+    probabilities[0, 0, 0], probabilities[1, 0, 1], probabilities[2, 1, 0] = 0.95, 0.6, 0.9
+    probabilities[0, 1, 1] = 0.99
+    pseudo = confident_pseudo_labels(classes, probabilities, threshold=0.9)
+    assert pseudo.tolist() == [[0, IGNORE], [2, IGNORE]]
+
+
+def test_training_crops_fill_in_pseudo_labels_where_nothing_else_labels(scene):
+    import torch
+
+    from backend.bundle import create_bundle
+    from backend.sparse_training import IGNORE, SparseTrainer
+
+    labels = SparseLabels(np.array([100]), np.array([100]), np.array([4]), np.array([True]))
+    pseudo = np.full((384, 384), IGNORE, dtype=np.uint8)
+    pseudo[:, :200] = 2  # the click's pixel too: the click wins there
+    card = make_card()
+    trainer = SparseTrainer(create_bundle(card).network, card, torch.device("cpu"), SparseSettings(crop=128))
+    with RasterSource(scene.image, card.input) as source:
+        _, target, clicked = trainer._crop(source, labels, 0, pseudo)
+    assert target[clicked].tolist() == [4]
+    assert (target == 2).sum() == 128 * 128 - 1  # the crop lies within the pseudo-labelled columns
+
+
+def test_the_sial_protocol_with_self_training_reports_its_pseudo_labels(scene, tmp_path):
+    params = _sial_parameters(
+        scene, tmp_path, self_training=0.3, training=SparseSettings(steps=20, batch=4, crop=64)
+    )
+    params.iterations = 1
+    result = run_sial(params)
+    (only,) = result["iterations"]
+    pseudo = only["self_training"]
+    assert result["self_training"] == 0.3
+    assert 1.0 < pseudo["pseudo_fraction_percent"] <= 100.0  # far more than the clicks
+    assert 0.0 <= pseudo["pseudo_error_rate"] < 1.0
+    assert pseudo["miou_before"] > 0 and only["validation_miou"] > 0
