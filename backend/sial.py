@@ -31,7 +31,7 @@ from .agents import sial_clicks
 from .bundle import ModelBundle, create_bundle, load_bundle, save_bundle
 from .card import ClickEncoding
 from .clicks import Click
-from .evaluation import Scores, predict_in_memory, read_labels, score
+from .evaluation import LABEL_NODATA, Scores, predict_in_memory, read_labels, score
 from .inference import Predictor
 from .progress import Monitor
 from .raster import MemoryRasterSource, RasterSource
@@ -85,17 +85,22 @@ def _annotate(
 
 
 def _pseudo_labels(
-    predictor: Predictor, sources: list[MemoryRasterSource], truths: list[np.ndarray], threshold: float
+    predictor: Predictor,
+    sources: list[MemoryRasterSource],
+    truths: list[np.ndarray],
+    threshold: float,
+    monitor: Monitor,
 ) -> tuple[list[np.ndarray], dict[str, float]]:
-    """Each training raster's confident predictions, and how many and how wrong they are."""
-    predictor.keep_probabilities = True
+    """Each training raster's confident predictions (the predictor keeps its probabilities), and
+    how many and how wrong they are."""
     pseudo, count, wrong, total = [], 0, 0, 0
-    for source, truth in zip(sources, truths, strict=True):
+    for i, (source, truth) in enumerate(zip(sources, truths, strict=True)):
         maps, _ = predict_in_memory(predictor, source)
         pseudo.append(confident_pseudo_labels(maps.classes, maps.probabilities, threshold))
-        known = (pseudo[-1] != IGNORE) & (truth != 255)
-        count, total = count + int((pseudo[-1] != IGNORE).sum()), total + int((truth != 255).sum())
-        wrong += int((known & (pseudo[-1] != truth)).sum())
+        labelled, known = pseudo[-1] != IGNORE, truth != LABEL_NODATA
+        count, total = count + int(labelled.sum()), total + int(known.sum())
+        wrong += int((labelled & known & (pseudo[-1] != truth)).sum())
+        monitor.report((i + 1) / len(sources), f"pseudo-labels: {100 * count / total:.1f} % of the pixels")
     quality = {
         "pseudo_fraction_percent": round(100 * count / total, 2),
         "pseudo_error_rate": round(wrong / count, 4) if count else None,
@@ -138,11 +143,18 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
     config, device = params.config, resolve_device(params.device)
     card = config.card().with_updates(name=f"{config.name}-sial", clicks=ClickEncoding(enabled=False))
     names = [c.name for c in card.classes]
-    bundle = create_bundle(card, seed=params.seed)
-    trainer = SparseTrainer(bundle.network, card, device, params.training)
+
+    def fresh() -> tuple[ModelBundle, SparseTrainer]:
+        bundle = create_bundle(card, seed=params.seed)
+        return bundle, SparseTrainer(bundle.network, card, device, params.training)
+
+    def validate(bundle: ModelBundle) -> Scores:
+        return _validate(Predictor(bundle, device), config.validation, config.class_map, names)
+
+    bundle, trainer = fresh()
     sources = [MemoryRasterSource(image, card.input) for image, _ in config.train]  # thousands of crops
     truths = [read_labels(labels, config.class_map) for _, labels in config.train]
-    total_labelled = int(sum((t != 255).sum() for t in truths))
+    total_labelled = int(sum((t != LABEL_NODATA).sum() for t in truths))
     clicks: list[list[Click]] = [[] for _ in sources]
     superpixels: list[SuperpixelCache] = [{} for _ in sources]
     history: list[dict[str, Any]] = []
@@ -157,7 +169,7 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
         span = (iteration / params.iterations, (iteration + 1) / params.iterations)
         step = monitor.scaled(*span)
         step.report(0.0, f"iteration {iteration + 1}: the annotator looks at the predictions")
-        predictor = Predictor(ModelBundle(card, bundle.network), device)
+        predictor = Predictor(bundle, device)
         sieving = params.expansion is not None and params.expansion.sieve is not None and iteration > 0
         predictor.keep_probabilities = sieving
         new, labels, quality = 0, [], []
@@ -173,31 +185,22 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
             quality.append(label_quality(labels[-1], truths[i]))
             step.report(0.3 * (i + 1) / len(sources), f"iteration {iteration + 1}: {new} new clicks")
         if params.from_scratch and iteration:  # the labels so far, without the last network's history
-            bundle = create_bundle(card, seed=params.seed)
-            trainer = SparseTrainer(bundle.network, card, device, params.training)
+            bundle, trainer = fresh()
         data = list(zip(sources, labels, strict=True))
         losses = trainer.fit(data, step.scaled(0.35, 0.9 if params.self_training is None else 0.6))
-        validation = _validate(
-            Predictor(ModelBundle(card, bundle.network), device), config.validation, config.class_map, names
-        )
+        validation = validate(bundle)
         self_training: dict[str, Any] = {}
         if params.self_training is not None:
-            step.report(
-                0.6, f"iteration {iteration + 1}: validation mIoU {validation.miou:.2f}, pseudo-labels"
+            predictor = Predictor(bundle, device)
+            predictor.keep_probabilities = True
+            pseudo, self_training = _pseudo_labels(
+                predictor, sources, truths, params.self_training, step.scaled(0.6, 0.65)
             )
-            predictor = Predictor(ModelBundle(card, bundle.network), device)
-            pseudo, self_training = _pseudo_labels(predictor, sources, truths, params.self_training)
             self_training["miou_before"] = round(validation.miou, 2)
-            bundle = create_bundle(card, seed=params.seed)
-            trainer = SparseTrainer(bundle.network, card, device, params.training)
+            bundle, trainer = fresh()
             losses = trainer.fit(data, step.scaled(0.65, 0.95), pseudo_labels=pseudo)
-            del pseudo
-            validation = _validate(
-                Predictor(ModelBundle(card, bundle.network), device),
-                config.validation,
-                config.class_map,
-                names,
-            )
+            del pseudo  # a byte per training pixel
+            validation = validate(bundle)
         n_clicks = sum(len(c) for c in clicks)
         added = sum(q["added_pixels"] for q in quality)
         wrong = sum(q["added_error_rate"] * q["added_pixels"] for q in quality)

@@ -160,8 +160,6 @@ class SparseTrainer:
         pseudo-labels (if given, one per raster) around them; returns the losses."""
         monitor = monitor or Monitor()
         pseudo = list(pseudo_labels) if pseudo_labels is not None else [None] * len(data)
-        if len(pseudo) != len(data):
-            raise ValueError("one pseudo-label raster per labelled raster")
         data = [(s, lbl, p) for (s, lbl), p in zip(data, pseudo, strict=True) if len(lbl)]
         if not data:
             raise UserError("no labelled pixels to learn from")
