@@ -183,6 +183,17 @@ def build_parser() -> argparse.ArgumentParser:
         help="share of superpixel-added labels each batch leaves out, those fitted worst (default 0)",
     )
     sial.add_argument(
+        "--colour-jitter",
+        type=float,
+        default=0.0,
+        help="the dense training's colour jitter on the training crops, e.g. 0.15 (default: off)",
+    )
+    sial.add_argument(
+        "--balance-classes",
+        action="store_true",
+        help="centre training crops on every class equally often, not on every labelled pixel",
+    )
+    sial.add_argument(
         "--clicks-per-class",
         type=int,
         default=1,
@@ -510,6 +521,17 @@ def _sial(args: argparse.Namespace) -> int:
             raise UserError(f"--sieve takes a probability or 'none', not {args.sieve!r}") from None
         expansion = ExpansionSettings(method=args.expand, segment_size=args.segment_size, sieve=sieve)
         expansion.check()
+    training = SparseSettings(
+        steps=args.steps,
+        crop=args.crop,
+        loss=args.loss,
+        average=args.average,
+        drop_noisy=args.drop_noisy,
+        colour_jitter=args.colour_jitter,
+        balance_classes=args.balance_classes,
+        seed=args.seed,
+    )
+    training.check()
     params = SialParameters(
         config=TrainingConfig.load(args.config),
         out_dir=args.out,
@@ -517,14 +539,7 @@ def _sial(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         clicks_per_class=args.clicks_per_class,
         from_scratch=args.from_scratch,
-        training=SparseSettings(
-            steps=args.steps,
-            crop=args.crop,
-            loss=args.loss,
-            average=args.average,
-            drop_noisy=args.drop_noisy,
-            seed=args.seed,
-        ),
+        training=training,
         expansion=expansion,
         self_training=args.self_training,
         reference=args.reference,

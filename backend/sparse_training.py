@@ -10,6 +10,10 @@ step's: a network trained on few, noisy labels swings from step to step, and the
 Superpixel-added labels are wrong where a superpixel straddles two classes; ``drop_noisy`` leaves
 out, in every batch, that share of the added labels the network fits worst (small-loss selection,
 as in Co-teaching), ramping up over the first half of the steps. Clicks are always kept.
+Two options bring the dense training's habits over: ``colour_jitter`` (the same brightness,
+contrast, gain and gamma jitter) and ``balance_classes``, which centres crops on each class
+equally often, not in proportion to its labelled pixels (a superpixel of land holds hundreds of
+labels, a road click's superpixel a few dozen).
 Self-training: a fit may also take pseudo-labels, the pixels a previous network was confident
 about (:func:`confident_pseudo_labels`), which fill the crops around the labels where nothing
 else labels them; the small-loss selection treats them like the superpixel-added labels.
@@ -24,7 +28,7 @@ from __future__ import annotations
 import copy
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,6 +46,7 @@ from .outputs import CLASS_NODATA
 from .progress import Monitor
 from .raster import RasterSource
 from .superpixels import SparseLabels
+from .training import colour_jitter
 
 IGNORE = 255
 
@@ -60,6 +65,8 @@ class SparseSettings:
     anchor_weight: float = 0.0  # λ of DISCA's L1 to the starting model's prediction (0: none)
     average: float = 0.0  # decay of the weights' moving average each fit ends on (0: the last step's)
     drop_noisy: float = 0.0  # share of superpixel-added labels left out per batch, the worst-fitted
+    colour_jitter: float = 0.0  # strength of the dense training's colour jitter (0: none)
+    balance_classes: bool = False  # centre crops on every labelled class equally often
 
     def check(self) -> None:
         if self.loss not in ("ewdl", "ce"):
@@ -70,6 +77,8 @@ class SparseSettings:
             raise UserError(f"the weight-average decay must lie in [0, 1), not {self.average}")
         if not 0.0 <= self.drop_noisy < 1.0:
             raise UserError(f"the share of added labels to drop must lie in [0, 1), not {self.drop_noisy}")
+        if not 0.0 <= self.colour_jitter < 1.0:
+            raise UserError(f"the colour jitter must lie in [0, 1), not {self.colour_jitter}")
 
 
 def _moving_average(network: nn.Module, decay: float) -> AveragedModel:
@@ -127,7 +136,7 @@ class SparseTrainer:
         jitter = self.rng.integers(-size // 4, size // 4 + 1, size=2)
         row = int(np.clip(labels.rows[index] - size // 2 + jitter[0], 0, max(info.height - size, 0)))
         col = int(np.clip(labels.cols[index] - size // 2 + jitter[1], 0, max(info.width - size, 0)))
-        image, _ = source.read_normalized(row, col, size, size)
+        image, valid = source.read_normalized(row, col, size, size)
         target = np.full((size, size), IGNORE, dtype=np.int64)
         if pseudo is not None:  # the sparse labels below take precedence
             window = pseudo[row : row + size, col : col + size]
@@ -143,12 +152,53 @@ class SparseTrainer:
         clicked[labels.rows[inside] - row, labels.cols[inside] - col] = labels.clicked[inside]
         turns = int(self.rng.integers(0, 4))
         image = np.rot90(image, turns, (1, 2))
-        target, clicked = np.rot90(target, turns), np.rot90(clicked, turns)
+        target, clicked, valid = np.rot90(target, turns), np.rot90(clicked, turns), np.rot90(valid, turns)
         if self.rng.random() < 0.5:
             image, target, clicked = image[:, :, ::-1], target[:, ::-1], clicked[:, ::-1]
+            valid = valid[:, ::-1]
+        if self.settings.colour_jitter:
+            image = self._jitter(image, valid)
         if self.card.clicks.enabled:  # a model with click channels trains with them empty
             image = np.concatenate([image, np.zeros((self.card.n_classes, size, size), np.float32)])
         return np.ascontiguousarray(image), np.ascontiguousarray(target), np.ascontiguousarray(clicked)
+
+    def _jitter(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
+        """The dense training's colour jitter, applied in the [0, 1] range normalisation maps from."""
+        norm = self.card.input.normalization
+        mean = np.asarray(norm.mean, dtype=np.float32)[:, None, None]
+        std = np.asarray(norm.std, dtype=np.float32)[:, None, None]
+        unit = np.clip(image * std + mean, 0.0, 1.0)
+        image = (colour_jitter(unit, self.settings.colour_jitter, self.rng) - mean) / std
+        image[:, ~valid] = 0.0
+        return image
+
+    def _crop_centres(
+        self, data: Sequence[tuple[RasterSource, SparseLabels, np.ndarray | None]]
+    ) -> Callable[[], tuple[int, int]]:
+        """A function drawing (raster, labelled pixel) to centre a crop on: every labelled pixel
+        equally likely, or with ``balance_classes`` every class that has labels equally likely."""
+        rng = self.rng
+        if not self.settings.balance_classes:
+            counts = np.array([len(lbl) for _, lbl, _ in data], dtype=np.float64)
+
+            def uniform() -> tuple[int, int]:
+                which = int(rng.choice(len(data), p=counts / counts.sum()))
+                return which, int(rng.integers(0, len(data[which][1])))
+
+            return uniform
+        members = {  # class → one array of that class's label indices per raster
+            c: [np.flatnonzero(lbl.classes == c) for _, lbl, _ in data]
+            for c in np.unique(np.concatenate([lbl.classes for _, lbl, _ in data]))
+        }
+        classes = sorted(members)
+
+        def balanced() -> tuple[int, int]:
+            per_raster = members[classes[int(rng.integers(0, len(classes)))]]
+            sizes = np.array([len(m) for m in per_raster], dtype=np.float64)
+            which = int(rng.choice(len(data), p=sizes / sizes.sum()))
+            return which, int(per_raster[which][rng.integers(0, len(per_raster[which]))])
+
+        return balanced
 
     def fit(
         self,
@@ -163,7 +213,7 @@ class SparseTrainer:
         data = [(s, lbl, p) for (s, lbl), p in zip(data, pseudo, strict=True) if len(lbl)]
         if not data:
             raise UserError("no labelled pixels to learn from")
-        counts = np.array([len(lbl) for _, lbl, _ in data], dtype=np.float64)
+        centre = self._crop_centres(data)
         network, settings = self.network, self.settings
         network.train()
         for parameter in network.parameters():
@@ -180,9 +230,9 @@ class SparseTrainer:
                 group["lr"] = settings.learning_rate * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
             crops = []
             for _ in range(settings.batch):
-                which = int(self.rng.choice(len(data), p=counts / counts.sum()))
+                which, index = centre()
                 source, labels, around = data[which]
-                crops.append(self._crop(source, labels, int(self.rng.integers(0, len(labels))), around))
+                crops.append(self._crop(source, labels, index, around))
             x = torch.from_numpy(np.stack([c[0] for c in crops])).to(self.device)
             x = x.contiguous(memory_format=torch.channels_last)
             y = torch.from_numpy(np.stack([c[1] for c in crops])).to(self.device)

@@ -174,6 +174,19 @@ class LabelledImage:
         return cls(pixels, truth, Path(image).name)
 
 
+def colour_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
+    """Brightness, contrast, per-band gain and gamma on an image in [0, 1] (bands × h × w): other
+    sensors, seasons, exposures. ``strength`` 0 returns the image unchanged."""
+    j = strength
+    if j <= 0:
+        return image
+    image = image * rng.uniform(1 - j, 1 + j) * rng.uniform(1 - j / 3, 1 + j / 3, (image.shape[0], 1, 1))
+    mean = image.mean()
+    image = (image - mean) * rng.uniform(1 - j, 1 + j) + mean
+    image = np.clip(image, 0.0, 1.0) ** rng.uniform(1 - j, 1 + j)
+    return image.astype(np.float32)
+
+
 class CropSampler:
     """Random augmented crops (image normalised, labels) and simulated clicks."""
 
@@ -218,15 +231,7 @@ class CropSampler:
         return (image - self.mean) / self.std, target.numpy().astype(np.uint8)
 
     def _jitter(self, image: np.ndarray) -> np.ndarray:
-        """Brightness, contrast, per-band gain and gamma: other sensors, seasons, exposures."""
-        j, rng = self.config.colour_jitter, self.rng
-        if j <= 0:
-            return image
-        image = image * rng.uniform(1 - j, 1 + j) * rng.uniform(1 - j / 3, 1 + j / 3, (image.shape[0], 1, 1))
-        mean = image.mean()
-        image = (image - mean) * rng.uniform(1 - j, 1 + j) + mean
-        image = np.clip(image, 0.0, 1.0) ** rng.uniform(1 - j, 1 + j)
-        return image.astype(np.float32)
+        return colour_jitter(image, self.config.colour_jitter, self.rng)
 
     def clicks(self, labels: np.ndarray) -> list[Click]:
         """Ground-truth points at random (DIAL's click pre-training), on a share of the crops."""

@@ -160,6 +160,7 @@ def test_a_missing_raster(tmp_path, fast_model):
         (["--expand", "slic", "--sieve", "1.5"], "sieve threshold must lie in (0, 1]"),
         (["--expand", "slic", "--sieve", "high"], "--sieve takes a probability or 'none'"),
         (["--self-training", "0"], "--self-training takes a confidence in (0, 1]"),
+        (["--colour-jitter", "1"], "the colour jitter must lie in [0, 1)"),
     ],
 )
 def test_the_sial_protocol_refuses_settings_that_cannot_work(tmp_path, options, message):

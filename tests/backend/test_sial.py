@@ -266,3 +266,64 @@ def test_the_sial_protocol_with_self_training_reports_its_pseudo_labels(scene, t
     assert 1.0 < pseudo["pseudo_fraction_percent"] <= 100.0  # far more than the clicks
     assert 0.0 <= pseudo["pseudo_error_rate"] < 1.0
     assert pseudo["miou_before"] > 0 and only["validation_miou"] > 0
+
+
+def test_balanced_crop_centres_visit_every_class_equally_however_many_labels_it_has(scene):
+    import torch
+
+    from backend.bundle import create_bundle
+    from backend.sparse_training import SparseTrainer
+
+    card = make_card()
+    # 900 labels of class 1 on one raster, 10 of class 2 split over two, 90 of class 4.
+    many = SparseLabels(np.arange(900) % 300, np.arange(900) // 3, np.full(900, 1), np.zeros(900, bool))
+    few = SparseLabels(np.arange(5), np.arange(5), np.full(5, 2), np.ones(5, bool))
+    mixed = SparseLabels(np.arange(95), np.arange(95), np.array([2] * 5 + [4] * 90), np.zeros(95, bool))
+    with RasterSource(scene.image, card.input) as source:
+        data = [(source, many, None), (source, few, None), (source, mixed, None)]
+        for balance, expected in (
+            (False, {1: 0.9, 2: 0.01, 4: 0.09}),
+            (True, {1: 1 / 3, 2: 1 / 3, 4: 1 / 3}),
+        ):
+            settings = SparseSettings(seed=5, balance_classes=balance)
+            trainer = SparseTrainer(create_bundle(card).network, card, torch.device("cpu"), settings)
+            centre = trainer._crop_centres(data)
+            drawn = [centre() for _ in range(6000)]
+            classes = np.array([data[which][1].classes[index] for which, index in drawn])
+            for c, share in expected.items():
+                assert abs((classes == c).mean() - share) < 0.02, (balance, c)
+            if balance:  # class 2's ten labels are drawn from both rasters that hold them
+                assert {which for which, index in drawn if data[which][1].classes[index] == 2} == {1, 2}
+
+
+def test_colour_jitter_changes_the_image_but_not_its_nodata_or_labels(scene, tmp_path):
+    import rasterio
+    import torch
+
+    from backend.bundle import create_bundle
+    from backend.sparse_training import IGNORE, SparseTrainer
+
+    holed = tmp_path / "holed.tif"
+    with rasterio.open(scene.image) as src:
+        profile, data = src.profile, src.read()
+    profile.update(nodata=0)
+    data[:, 90:110, :] = 0  # a nodata band across every crop below
+    with rasterio.open(holed, "w", **profile) as dst:
+        dst.write(data)
+    labels = SparseLabels(
+        np.array([100, 130]), np.array([100, 100]), np.array([1, 3]), np.array([True, True])
+    )
+    card = make_card()
+    crops = {}
+    for jitter in (0.0, 0.3):
+        settings = SparseSettings(crop=64, seed=7, colour_jitter=jitter)
+        trainer = SparseTrainer(create_bundle(card).network, card, torch.device("cpu"), settings)
+        with RasterSource(holed, card.input) as source:
+            crops[jitter] = trainer._crop(source, labels, 0)
+    (plain, plain_target, _), (jittered, jittered_target, _) = crops[0.0], crops[0.3]
+    nodata = np.all(plain[:3] == 0, axis=0)
+    assert nodata.sum() >= 20 * 20 and np.all(jittered[:3, nodata] == 0)  # nodata stays the network's 0
+    assert np.abs(jittered[:3, ~nodata] - plain[:3, ~nodata]).mean() > 0.05
+    assert np.array_equal(plain_target, jittered_target) and (plain_target != IGNORE).sum() == 2
+    with pytest.raises(Exception, match="colour jitter"):
+        SparseSettings(colour_jitter=1.5).check()
