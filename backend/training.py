@@ -177,7 +177,7 @@ class LabelledImage:
 def colour_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
     """Brightness, contrast, per-band gain and gamma on an image in [0, 1] (bands × h × w): other
     sensors, seasons, exposures. ``strength`` 0 returns the image unchanged."""
-    j = strength
+    j = strength  # short, for the formulas below
     if j <= 0:
         return image
     image = image * rng.uniform(1 - j, 1 + j) * rng.uniform(1 - j / 3, 1 + j / 3, (image.shape[0], 1, 1))
@@ -227,11 +227,8 @@ class CropSampler:
         image, target = torch.rot90(image, turns, (1, 2)), torch.rot90(target, turns, (0, 1))
         if rng.random() < 0.5:
             image, target = image.flip(2), target.flip(1)
-        image = self._jitter(image.numpy())
+        image = colour_jitter(image.numpy(), config.colour_jitter, rng)
         return (image - self.mean) / self.std, target.numpy().astype(np.uint8)
-
-    def _jitter(self, image: np.ndarray) -> np.ndarray:
-        return colour_jitter(image, self.config.colour_jitter, self.rng)
 
     def clicks(self, labels: np.ndarray) -> list[Click]:
         """Ground-truth points at random (DIAL's click pre-training), on a share of the crops."""
