@@ -13,6 +13,7 @@ import time
 import traceback
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -194,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="centre training crops on every class equally often, not on every labelled pixel",
     )
     sial.add_argument(
+        "--adjust-prior",
+        action="store_true",
+        help="after each fit, correct the network for its labels' class shares, estimated for the "
+        "imagery by EM on its own predictions (no ground truth)",
+    )
+    sial.add_argument(
         "--clicks-per-class",
         type=int,
         default=1,
@@ -243,6 +250,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--sial",
         action="store_true",
         help="train the model from the clicks alone (SIAL rounds: EWDL, no anchor)",
+    )
+    create_session.add_argument(
+        "--adjust-prior",
+        action="store_true",
+        help="with --sial: after each round, correct the model for the class shares of the clicks",
     )
     create_session.add_argument(
         "--starting-weights",
@@ -513,6 +525,8 @@ def _sial(args: argparse.Namespace) -> int:
         )
     if args.self_training is not None and not 0.0 < args.self_training <= 1.0:
         raise UserError("--self-training takes a confidence in (0, 1]")
+    if args.self_training is not None and args.adjust_prior:
+        raise UserError("--adjust-prior knows the class shares of the clicks, not of pseudo-labels: use one")
     expansion = None
     if args.expand != "none":
         try:
@@ -529,6 +543,7 @@ def _sial(args: argparse.Namespace) -> int:
         drop_noisy=args.drop_noisy,
         colour_jitter=args.colour_jitter,
         balance_classes=args.balance_classes,
+        adjust_prior=args.adjust_prior,
         seed=args.seed,
     )
     training.check()
@@ -548,9 +563,11 @@ def _sial(args: argparse.Namespace) -> int:
     )
     result = run_sial(params, Monitor(TerminalProgress("sial", not args.quiet)))
     for it in result["iterations"]:
+        before = it.get("prior_shift", {}).get("miou_before")
         print(
             f"iteration {it['iteration']}: {it['clicks']} clicks ({it['clicked_fraction_percent']:.4f} % "
             f"of the pixels), validation mIoU {it['validation_miou']:.2f}"
+            + (f" ({before:.2f} before the prior correction)" if before is not None else "")
         )
     if result["reference_miou"]:
         print(
@@ -581,7 +598,11 @@ def _session(args: argparse.Namespace) -> int:
     if args.action == "create":
         from .session import SparseSettings
 
+        if args.adjust_prior and not args.sial:
+            raise UserError("--adjust-prior corrects SIAL rounds: it needs --sial")
         settings = SparseSettings() if args.sial else None
+        if settings is not None and args.adjust_prior:
+            settings = replace(settings, training=replace(settings.training, adjust_prior=True))
         session = Session.create(
             args.session, args.raster, args.model, args.device, args.starting_weights, settings
         )

@@ -18,6 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 import torch
@@ -74,6 +75,7 @@ class RetrainReport:
     losses: list[float] = field(default_factory=list)
     click_losses: list[float] = field(default_factory=list)
     anchor_losses: list[float] = field(default_factory=list)
+    prior_shift: dict[str, Any] | None = None  # the class-prior correction left in the weights
 
 
 AnchorFunction = Callable[[torch.Tensor], torch.Tensor]

@@ -42,6 +42,7 @@ from .clicks import Click
 from .disca import Disca, DiscaSettings, RetrainReport, anchor_from
 from .errors import UserError
 from .predict import PredictParameters, PredictReport, run_predict
+from .prior_shift import PriorShift
 from .progress import Monitor
 from .raster import RasterInfo, RasterSource, inspect_raster
 from .runtime import resolve_device
@@ -494,10 +495,18 @@ class Session:
         else:
             labels = SparseLabels.from_clicks(clicks)
         trainer = SparseTrainer(self.bundle.network, self.bundle.card, self.device, settings.training)
+        trainer.prior = self._prior_in_weights()  # taken out before training on, put back after
         losses = trainer.fit([(source, labels)], monitor)
         for parameter in self.bundle.network.parameters():
             parameter.requires_grad_(False)
-        return RetrainReport(len(losses), len(labels), len(clicks), time.perf_counter() - started, losses)
+        seconds = time.perf_counter() - started
+        prior = trainer.prior.to_json() if trainer.prior is not None else None
+        return RetrainReport(len(losses), len(labels), len(clicks), seconds, losses, prior_shift=prior)
+
+    def _prior_in_weights(self) -> PriorShift | None:
+        """The class-prior correction the current weights carry (a SIAL round may leave one)."""
+        details = json.loads(self.iterations()[-1].details or "{}")
+        return PriorShift.from_json(details["prior_shift"]) if details.get("prior_shift") else None
 
     def commit_round(self, trained: TrainedRound) -> None:
         """The database half of :meth:`retrain` (on the thread that owns the session)."""
@@ -505,6 +514,7 @@ class Session:
             "settings": asdict(self.settings),
             "losses": trained.report.losses,
             "crops": trained.report.crops,
+            **({"prior_shift": trained.report.prior_shift} if trained.report.prior_shift else {}),
         }
         path = self.checkpoints / trained.checkpoint
         record = Iteration(

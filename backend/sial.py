@@ -10,7 +10,9 @@ each iteration:
 3. the network trains on all labels so far (EWDL or cross-entropy, from scratch at the start,
    then carrying on, or from scratch every iteration);
 4. the validation rasters are predicted: mIoU, and the fraction of pixels clicked so far;
-5. optionally (``self_training``) the network predicts the training rasters, and a fresh one
+5. optionally (``adjust_prior`` in the training settings) the network is corrected for its labels'
+   class shares (:mod:`.prior_shift`) and scored with and without the correction;
+6. optionally (``self_training``) the network predicts the training rasters, and a fresh one
    trains on the labels plus the pixels it was confident about (pseudo-labels), then is scored.
 
 The dense reference is the same network trained on every pixel of the same rasters (a bundle
@@ -155,6 +157,9 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
     sources = [MemoryRasterSource(image, card.input) for image, _ in config.train]  # thousands of crops
     truths = [read_labels(labels, config.class_map) for _, labels in config.train]
     total_labelled = int(sum((t != LABEL_NODATA).sum() for t in truths))
+    k = card.n_classes
+    true_counts = [np.bincount(t[t != LABEL_NODATA], minlength=k)[:k] for t in truths]
+    true_shares = np.sum(true_counts, axis=0) / total_labelled  # reported beside the estimated shares
     clicks: list[list[Click]] = [[] for _ in sources]
     superpixels: list[SuperpixelCache] = [{} for _ in sources]
     history: list[dict[str, Any]] = []
@@ -189,6 +194,17 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
         data = list(zip(sources, labels, strict=True))
         losses = trainer.fit(data, step.scaled(0.35, 0.9 if params.self_training is None else 0.6))
         validation = validate(bundle)
+        prior: dict[str, Any] = {}
+        if trainer.prior is not None:  # score without the correction too, to report what it did
+            trainer.prior.remove(bundle.network)
+            before = validate(bundle)
+            trainer.prior.apply(bundle.network)
+            prior = {
+                **trainer.prior.to_json(),
+                "true_shares": [round(float(s), 5) for s in true_shares],
+                "miou_before": round(before.miou, 2),
+                "per_class_iou_before": before.per_class(),
+            }
         self_training: dict[str, Any] = {}
         if params.self_training is not None:
             predictor = Predictor(bundle, device)
@@ -215,6 +231,7 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
                 "validation_miou": round(validation.miou, 2),
                 "per_class_iou": validation.per_class(),
                 "loss": round(float(np.mean(losses[-50:])), 4),
+                **({"prior_shift": prior} if prior else {}),
                 **({"self_training": self_training} if self_training else {}),
                 "minutes": round((time.perf_counter() - started) / 60, 1),
             }

@@ -17,6 +17,8 @@ labels, a road click's superpixel a few dozen).
 Self-training: a fit may also take pseudo-labels, the pixels a previous network was confident
 about (:func:`confident_pseudo_labels`), which fill the crops around the labels where nothing
 else labels them; the small-loss selection treats them like the superpixel-added labels.
+``adjust_prior`` ends each fit by correcting the network for the class shares of its labels
+(:mod:`.prior_shift`); the next fit takes the correction out again before it trains on.
 
 Fine-tuning an already trained model on a few labels (the region-query benchmark) borrows two
 things from DISCA, or the labels wreck it: frozen BatchNorm, and λ·L1 to the starting model's
@@ -43,6 +45,7 @@ from .errors import UserError
 from .losses import anchor_l1, error_weighted_dice
 from .network import freeze_batchnorm, softmax_probabilities
 from .outputs import CLASS_NODATA
+from .prior_shift import PriorShift, estimate_prior_shift
 from .progress import Monitor
 from .raster import RasterSource
 from .superpixels import SparseLabels
@@ -67,6 +70,7 @@ class SparseSettings:
     drop_noisy: float = 0.0  # share of superpixel-added labels left out per batch, the worst-fitted
     colour_jitter: float = 0.0  # strength of the dense training's colour jitter (0: none)
     balance_classes: bool = False  # centre crops on every labelled class equally often
+    adjust_prior: bool = False  # correct the output for the labels' class shares (prior_shift.py)
 
     def check(self) -> None:
         if self.loss not in ("ewdl", "ce"):
@@ -127,6 +131,7 @@ class SparseTrainer:
         )
         self.rng = np.random.default_rng(settings.seed)
         self.anchor = anchor_from(copy.deepcopy(network)) if settings.anchor_weight > 0 else None
+        self.prior: PriorShift | None = None  # the correction the last fit left in the network
 
     def _crop(
         self, source: RasterSource, labels: SparseLabels, index: int, pseudo: np.ndarray | None = None
@@ -209,6 +214,8 @@ class SparseTrainer:
         """``settings.steps`` steps over the labelled pixels of every raster, with each raster's
         pseudo-labels (if given, one per raster) around them; returns the losses."""
         monitor = monitor or Monitor()
+        if pseudo_labels is not None and self.settings.adjust_prior:
+            raise UserError("the class-prior correction knows the sparse labels' shares, not pseudo-labels'")
         pseudo = list(pseudo_labels) if pseudo_labels is not None else [None] * len(data)
         data = [(s, lbl, p) for (s, lbl), p in zip(data, pseudo, strict=True) if len(lbl)]
         if not data:
@@ -223,6 +230,9 @@ class SparseTrainer:
         dtype = _autocast(self.device)
         average = _moving_average(network, settings.average) if settings.average else None
         losses = []
+        if self.prior is not None:  # train on from the network as its labels left it
+            self.prior.remove(network)
+            self.prior = None
         started = time.perf_counter()
         for step in range(settings.steps):
             monitor.check()
@@ -272,6 +282,13 @@ class SparseTrainer:
         if average is not None:
             network.load_state_dict(average.module.state_dict())
         network.eval()
+        if settings.adjust_prior:
+            monitor.report(1.0, "estimating the imagery's class shares")
+            sources, labels = [s for s, _, _ in data], [lbl for _, lbl, _ in data]
+            self.prior = estimate_prior_shift(
+                network, self.card, labels, sources, self.device, seed=settings.seed
+            )
+            self.prior.apply(network)
         return losses
 
 

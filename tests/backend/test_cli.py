@@ -161,6 +161,7 @@ def test_a_missing_raster(tmp_path, fast_model):
         (["--expand", "slic", "--sieve", "high"], "--sieve takes a probability or 'none'"),
         (["--self-training", "0"], "--self-training takes a confidence in (0, 1]"),
         (["--colour-jitter", "1"], "the colour jitter must lie in [0, 1)"),
+        (["--self-training", "0.9", "--adjust-prior"], "--adjust-prior knows the class shares of the clicks"),
     ],
 )
 def test_the_sial_protocol_refuses_settings_that_cannot_work(tmp_path, options, message):
@@ -169,3 +170,12 @@ def test_the_sial_protocol_refuses_settings_that_cannot_work(tmp_path, options, 
     config.write_text("{}")
     result = run_cli("benchmark", "--protocol", "sial", "--config", config, "--out", out, *options)
     assert_clean_failure(result, out, message)
+
+
+def test_a_session_refuses_a_prior_correction_without_sial_rounds(tmp_path, raster, fast_model):
+    out = tmp_path / "sessions"
+    out.mkdir()
+    result = run_cli(
+        "session", "create", out / "s.gpkg", "--raster", raster, "--model", fast_model, "--adjust-prior"
+    )
+    assert_clean_failure(result, out, "--adjust-prior corrects SIAL rounds: it needs --sial")

@@ -2,6 +2,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -224,3 +225,39 @@ def test_a_session_can_train_an_untrained_network_from_clicks_alone(tmp_path, sc
     assert session.iteration == 1 and session.current_checkpoint().is_file()
     reopened = Session.open(session.path, "cpu")
     assert isinstance(reopened.settings, SparseSettings) and reopened.settings.training.steps == 40
+
+
+def test_a_sial_session_carries_one_prior_correction_not_one_per_round(tmp_path, scene):
+    """Each round corrects the model for the clicks' class shares; the next round takes that
+    correction out before it trains, so corrections never pile up in the output bias."""
+    from backend.bundle import create_bundle, save_bundle
+    from backend.card import ClickEncoding
+    from backend.evaluation import read_labels
+    from backend.prior_shift import PriorShift
+    from backend.session import SparseSettings
+    from backend.sparse_training import SparseSettings as Training
+    from tests.helpers import make_card
+
+    save_bundle(create_bundle(make_card(clicks=ClickEncoding(enabled=False)), seed=1), tmp_path / "fresh")
+    training = Training(steps=20, batch=4, crop=64, learning_rate=3e-3, adjust_prior=True)
+    session = Session.create(
+        tmp_path / "sial.gpkg", scene.image, tmp_path / "fresh", "cpu", settings=SparseSettings(training)
+    )
+    truth = read_labels(scene.labels)
+    rng = np.random.default_rng(0)
+    while len(session.click_list()) < 15:
+        row, col = (int(v) for v in rng.integers(20, 360, 2))
+        if truth[row, col] != 255:
+            session.add_click(row, col, int(truth[row, col]))
+    first = session.retrain()
+    assert first.prior_shift is not None
+    assert sum(first.prior_shift["estimated_shares"]) == pytest.approx(1, abs=1e-6)
+    head = session.bundle.network.segmentation_head[0].bias.detach().clone()
+    # a round that cannot move the weights (learning rate 0) must leave them as the first round
+    # did, less its correction, plus its own
+    second = session.retrain(SparseSettings(replace(training, learning_rate=0.0)))
+    expected = head - torch.tensor(PriorShift.from_json(first.prior_shift).adjustment, dtype=torch.float32)
+    expected += torch.tensor(PriorShift.from_json(second.prior_shift).adjustment, dtype=torch.float32)
+    assert torch.allclose(session.bundle.network.segmentation_head[0].bias, expected, atol=1e-5)
+    reopened = Session.open(session.path, "cpu")
+    assert reopened._prior_in_weights() == PriorShift.from_json(second.prior_shift)

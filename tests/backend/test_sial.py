@@ -268,6 +268,26 @@ def test_the_sial_protocol_with_self_training_reports_its_pseudo_labels(scene, t
     assert pseudo["miou_before"] > 0 and only["validation_miou"] > 0
 
 
+def test_the_sial_protocol_with_the_prior_correction_reports_both_scores(scene, tmp_path):
+    params = _sial_parameters(
+        scene, tmp_path, training=SparseSettings(steps=20, batch=4, crop=64, adjust_prior=True)
+    )
+    result = run_sial(params)
+    truth = read_labels(scene.labels)
+    known = truth[truth != 255]
+    for iteration in result["iterations"]:
+        prior = iteration["prior_shift"]
+        assert prior["method"] in ("em", "mean posterior")
+        assert sum(prior["label_shares"]) == pytest.approx(1) and sum(
+            prior["estimated_shares"]
+        ) == pytest.approx(1)
+        assert prior["true_shares"] == pytest.approx(np.bincount(known, minlength=5) / known.size, abs=1e-5)
+        assert 0 < prior["miou_before"] <= 100 and set(prior["per_class_iou_before"]) == {
+            c for c, _ in CLASSES
+        }
+    assert result["training"]["adjust_prior"] is True
+
+
 def test_balanced_crop_centres_visit_every_class_equally_however_many_labels_it_has(scene):
     import torch
 

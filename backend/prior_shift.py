@@ -1,0 +1,173 @@
+"""Correcting a network trained on sparse labels for the class shares those labels happen to have.
+
+SIAL's annotator clicks every class about equally often, so the labels hold far more road and
+water than the imagery does (on the Dubai tiles: land is 44 % of the pixels but 22 % of the
+labels), and a network trained on them over-predicts the rare classes. Bayes' rule says how to
+undo that: multiply each class's posterior by (its share in the imagery / its share in the
+labels) and renormalise. The imagery's shares are not known, so they are estimated without any
+label by Saerens, Latinne and Decaestecker's EM ("Adjusting the outputs of a classifier to new a
+priori probabilities", 2002) on the network's own predictions over the training imagery.
+EM needs posteriors that mean something: those of a network that has learnt little say almost
+nothing, and EM then runs off to a corner (every pixel one class). Where its estimate strays more
+than a factor of ``TRUST`` from the posteriors' plain mean (EM's first step), the plain mean is
+used instead, and the record says so.
+
+The adjustment, log(estimated share / label share) per class, is added to the bias of the
+network's last layer: the bundle carries it, and prediction, blending and every acquisition
+function see the corrected posteriors with no change of their own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from .card import ModelCard
+from .errors import UserError
+from .raster import RasterSource
+from .superpixels import SparseLabels
+
+MAX_ADJUSTMENT = 3.0  # log-odds: a class the labels all but miss must not take over the map
+TRUST = 2.0  # how far EM's estimate may stray from the mean posterior, as a factor, per class
+
+
+@dataclass(frozen=True)
+class PriorShift:
+    """The class shares a network was trained on and those estimated for the imagery."""
+
+    label_shares: tuple[float, ...]
+    estimated_shares: tuple[float, ...]
+    method: str = "em"  # or "mean posterior", where EM ran off
+
+    @property
+    def adjustment(self) -> np.ndarray:
+        """What is added to each class's logit."""
+        ratio = np.log(np.asarray(self.estimated_shares) / np.asarray(self.label_shares))
+        return np.clip(ratio, -MAX_ADJUSTMENT, MAX_ADJUSTMENT)
+
+    def apply(self, network: nn.Module) -> None:
+        _shift_output_bias(network, self.adjustment)
+
+    def remove(self, network: nn.Module) -> None:
+        """Undo :meth:`apply`, before the network trains on again."""
+        _shift_output_bias(network, -self.adjustment)
+
+    def to_json(self) -> dict[str, list[float]]:
+        return {
+            "label_shares": list(self.label_shares),  # full precision: a session takes them out again
+            "estimated_shares": list(self.estimated_shares),
+            "logit_adjustment": [round(float(a), 4) for a in self.adjustment],
+            "method": self.method,
+        }
+
+    @classmethod
+    def from_json(cls, data: dict[str, list[float]]) -> PriorShift:
+        return cls(tuple(data["label_shares"]), tuple(data["estimated_shares"]), data.get("method", "em"))
+
+
+def label_shares(labels: Sequence[SparseLabels], n_classes: int) -> np.ndarray:
+    """Each class's share of the labelled pixels, with one pseudo-count per class so a class
+    without labels gets a small share rather than none."""
+    counts = np.ones(n_classes)
+    for one in labels:
+        counts += np.bincount(one.classes, minlength=n_classes)[:n_classes]
+    return counts / counts.sum()
+
+
+def estimate_shares(
+    posteriors: np.ndarray, trained_shares: np.ndarray, iterations: int = 500, tolerance: float = 1e-7
+) -> np.ndarray:
+    """The class shares of the pixels behind ``posteriors`` (N × classes, from a network trained
+    at ``trained_shares``), by EM: reweight every posterior by (estimate / trained share),
+    renormalise, and take the mean as the next estimate, until it stops moving."""
+    if posteriors.ndim != 2 or posteriors.shape[1] != len(trained_shares) or not len(posteriors):
+        raise UserError("prior estimation needs an N × classes array of posteriors, N > 0")
+    posteriors = posteriors.astype(np.float64)
+    trained = np.asarray(trained_shares, dtype=np.float64)
+    estimate = trained.copy()
+    for _ in range(iterations):
+        weighted = posteriors * (estimate / trained)
+        weighted /= np.maximum(weighted.sum(axis=1, keepdims=True), 1e-12)
+        updated = weighted.mean(axis=0)
+        converged = np.abs(updated - estimate).max() < tolerance
+        estimate = updated
+        if converged:
+            break
+    return estimate
+
+
+def robust_shares(posteriors: np.ndarray, trained_shares: np.ndarray) -> tuple[np.ndarray, str]:
+    """EM's estimate, or the posteriors' mean where EM strays more than ``TRUST`` from it; and
+    which of the two it is."""
+    mean = posteriors.mean(axis=0, dtype=np.float64)
+    estimate = estimate_shares(posteriors, trained_shares)
+    if np.any(estimate * TRUST < mean) or np.any(estimate > mean * TRUST):
+        return mean, "mean posterior"
+    return estimate, "em"
+
+
+def sample_posteriors(
+    probabilities_of: Sequence[Callable[[int, int, int, int], np.ndarray]],
+    sources: Sequence[RasterSource],
+    windows: int,
+    size: int,
+    seed: int,
+) -> np.ndarray:
+    """The network's posteriors (N × classes) at every fourth pixel, in each direction, of
+    ``windows`` random windows spread over ``sources`` (valid pixels only).
+
+    ``probabilities_of[i](row, col, height, width)`` gives source i's class probabilities.
+    """
+    rng = np.random.default_rng(seed)
+    samples = []
+    for _ in range(windows):
+        which = int(rng.integers(len(sources)))
+        info = sources[which].info
+        height, width = min(size, info.height), min(size, info.width)
+        row = int(rng.integers(0, info.height - height + 1))
+        col = int(rng.integers(0, info.width - width + 1))
+        probabilities = probabilities_of[which](row, col, height, width)[:, ::4, ::4]
+        valid = sources[which].read_valid(row, col, height, width)[::4, ::4]
+        samples.append(probabilities[:, valid].T)
+    posteriors = np.concatenate(samples)
+    if not len(posteriors):
+        raise UserError("the training rasters have no valid pixels to estimate class shares from")
+    return posteriors
+
+
+def estimate_prior_shift(
+    network: nn.Module,
+    card: ModelCard,
+    labels: Sequence[SparseLabels],
+    sources: Sequence[RasterSource],
+    device: torch.device,
+    windows: int = 64,
+    seed: int = 0,
+) -> PriorShift:
+    """How far the labels' class shares sit from the imagery's, for a network trained on them."""
+    from .sparse_training import window_probabilities
+
+    trained = label_shares(labels, card.n_classes)
+    probabilities_of = [window_probabilities(network, card, source, device) for source in sources]
+    posteriors = sample_posteriors(probabilities_of, sources, windows, card.tiling.tile_size, seed)
+    estimate, method = robust_shares(posteriors, trained)
+    return PriorShift(tuple(float(s) for s in trained), tuple(float(s) for s in estimate), method)
+
+
+def _output_layer(network: nn.Module) -> nn.Conv2d:
+    """The convolution that makes the logits: the last one of the segmentation head."""
+    head = getattr(network, "segmentation_head", network)
+    convolutions = [m for m in head.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]
+    if not convolutions or convolutions[-1].bias is None:
+        raise UserError("this network's output layer has no bias to carry a class-prior correction")
+    return convolutions[-1]
+
+
+def _shift_output_bias(network: nn.Module, adjustment: np.ndarray) -> None:
+    bias = _output_layer(network).bias
+    with torch.no_grad():
+        bias += torch.as_tensor(adjustment, dtype=bias.dtype, device=bias.device)

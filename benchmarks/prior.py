@@ -1,0 +1,108 @@
+"""prior: what each estimate of the imagery's class shares does to a SIAL run's network.
+
+A ``benchmark --protocol sial --adjust-prior`` run leaves its network corrected for its labels'
+class shares (backend/prior_shift.py). This takes the correction out again and scores the
+validation rasters with the network corrected four ways: not at all; to the posteriors' plain
+mean; to EM's estimate (Saerens et al., 2002); and, for reference only, to the true shares of
+the training labels (an oracle no session has). It shows which estimate the run's choice rule
+should pick, and how well calibrated the network's posteriors are: with calibrated posteriors
+EM lands near the true shares and the oracle correction helps most.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from backend.bundle import load_bundle
+from backend.evaluation import Scores, predict_in_memory, read_labels, score
+from backend.inference import Predictor
+from backend.prior_shift import PriorShift, estimate_shares, robust_shares, sample_posteriors
+from backend.raster import MemoryRasterSource, RasterSource
+from backend.runtime import resolve_device
+from backend.sparse_training import window_probabilities
+from backend.training import TrainingConfig
+
+from .machine import describe_machine
+from .report import header, save, say, started, status
+
+NAME = "prior"
+SUMMARY = "a SIAL run's network with no, mean-posterior, EM and true-share prior corrections"
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("run", type=Path, help="output folder of a SIAL run made with --adjust-prior")
+    parser.add_argument("--config", type=Path, default=REPOSITORY / "configs" / "dubai-landcover.json")
+    parser.add_argument("--windows", type=int, default=64, help="512-px windows sampled for the estimates")
+    parser.add_argument("--device", default="auto")
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    begun = started()
+    device = resolve_device(args.device)
+    record = json.loads((args.run / "sial.json").read_text())["iterations"][-1]["prior_shift"]
+    bundle = load_bundle(args.run / "model")
+    PriorShift.from_json(record).remove(bundle.network)
+    network, card = bundle.network.to(device).eval(), bundle.card
+    config = TrainingConfig.load(args.config)
+    header(f"{NAME}: {SUMMARY}", describe_machine(device), {"run": str(args.run)})
+
+    status("sampling the network's posteriors over the training rasters")
+    sources = [MemoryRasterSource(image, card.input) for image, _ in config.train]
+    probabilities = [window_probabilities(network, card, s, device) for s in sources]
+    posteriors = sample_posteriors(probabilities, sources, args.windows, card.tiling.tile_size, seed=0)
+    trained = np.asarray(record["label_shares"])
+    shares = {
+        "none": trained,
+        "mean posterior": posteriors.mean(axis=0),
+        "em": estimate_shares(posteriors, trained),
+        "true shares (oracle)": np.asarray(record["true_shares"]),
+    }
+    chosen = robust_shares(posteriors, trained)[1]
+
+    status("predicting the validation rasters")
+    predictor = Predictor(copy.deepcopy(bundle), device)
+    predictor.keep_probabilities = True
+    validation = []
+    for image, labels in config.validation:
+        with RasterSource(image, card.input) as source:
+            maps, _ = predict_in_memory(predictor, source)
+        log_p = np.log(np.clip(maps.probabilities, 1e-8, 1.0))
+        validation.append((log_p, read_labels(labels, config.class_map)))
+
+    names = [c.name for c in card.classes]
+    results = {}
+    say(f"the run's rule picks: {chosen}")
+    say("| correction | shares (" + ", ".join(names) + ") | mIoU | " + " / ".join(names) + " |")
+    for name, target in shares.items():
+        total: Scores | None = None
+        adjustment = np.log(target / trained)[:, None, None]
+        for log_p, truth in validation:
+            scores = score(np.argmax(log_p + adjustment, axis=0).astype(np.uint8), truth, names)
+            total = scores if total is None else total + scores
+        per_class = total.per_class()
+        results[name] = {"shares": target.round(4).tolist(), "miou": round(total.miou, 2)}
+        results[name]["per_class"] = per_class
+        say(
+            f"| {name} | {', '.join(f'{s:.3f}' for s in target)} | {total.miou:.2f} | "
+            + " / ".join(f"{per_class[n]:.1f}" for n in names)
+            + " |"
+        )
+    for source in sources:
+        source.close()
+    data = {
+        "benchmark": NAME,
+        "started": begun,
+        "machine": describe_machine(device),
+        "chosen": chosen,
+        "results": results,
+        "settings": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items() if k != "func"},
+    }
+    save(NAME, data)
+    return data

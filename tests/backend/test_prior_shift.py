@@ -1,0 +1,74 @@
+import numpy as np
+import pytest
+import torch
+
+from backend.bundle import create_bundle
+from backend.errors import UserError
+from backend.prior_shift import PriorShift, estimate_shares, label_shares, robust_shares
+from backend.superpixels import SparseLabels
+from tests.helpers import make_card
+
+
+def bayes_posteriors(prior: np.ndarray, shares: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Pixels drawn with class ``shares`` from three unit Gaussians (means 0, 2, 4), and the
+    exact posteriors of a classifier that believes the classes come at ``prior``."""
+    rng = np.random.default_rng(seed)
+    classes = rng.choice(len(shares), size=n, p=shares)
+    x = rng.normal(2.0 * classes, 1.0)
+    likelihood = np.exp(-0.5 * (x[:, None] - 2.0 * np.arange(len(shares))[None]) ** 2)
+    joint = likelihood * prior
+    return joint / joint.sum(axis=1, keepdims=True)
+
+
+def test_em_recovers_the_shares_the_pixels_came_at():
+    trained = np.array([1 / 3, 1 / 3, 1 / 3])  # SIAL's annotator: every class alike
+    truth = np.array([0.6, 0.3, 0.1])
+    posteriors = bayes_posteriors(trained, truth, 200_000)
+    estimate = estimate_shares(posteriors, trained)
+    assert np.abs(estimate - truth).max() < 0.01
+    assert np.abs(posteriors.mean(axis=0) - truth).max() > 0.05  # the plain mean is biased to `trained`
+    assert robust_shares(posteriors, trained) == (pytest.approx(estimate), "em")
+
+
+def test_posteriors_that_say_nothing_fall_back_to_their_mean():
+    """A barely trained network: EM would run off to a corner, so the plain mean stands in."""
+    rng = np.random.default_rng(1)
+    logits = rng.normal(0.0, 0.05, size=(50_000, 4)) + np.array([0.02, 0.0, 0.0, -0.02])
+    posteriors = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    trained = np.full(4, 0.25)
+    assert estimate_shares(posteriors, trained).max() > 0.5  # EM's corner
+    estimate, method = robust_shares(posteriors, trained)
+    assert method == "mean posterior" and np.allclose(estimate, posteriors.mean(axis=0))
+
+
+def test_label_shares_count_every_labelled_pixel_and_never_reach_zero():
+    labels = [
+        SparseLabels(np.zeros(6, int), np.arange(6), np.array([0, 0, 0, 0, 1, 1]), np.ones(6, bool)),
+        SparseLabels(np.zeros(2, int), np.arange(2), np.array([1, 1]), np.ones(2, bool)),
+    ]
+    shares = label_shares(labels, 3)
+    assert shares == pytest.approx(np.array([5, 5, 1]) / 11)  # one pseudo-count each
+
+
+def test_the_correction_in_the_output_bias_is_bayes_rule_and_comes_out_again():
+    card = make_card()
+    network = create_bundle(card, seed=3).network.eval()
+    x = torch.randn(1, card.in_channels, 64, 64)
+    shift = PriorShift((0.4, 0.3, 0.1, 0.1, 0.1), (0.2, 0.5, 0.1, 0.15, 0.05))
+    with torch.no_grad():
+        before = network(x).softmax(dim=1)
+        shift.apply(network)
+        after = network(x).softmax(dim=1)
+        shift.remove(network)
+        restored = network(x).softmax(dim=1)
+    ratio = torch.tensor(np.array(shift.estimated_shares) / np.array(shift.label_shares), dtype=torch.float32)
+    expected = before * ratio[None, :, None, None]
+    expected /= expected.sum(dim=1, keepdim=True)
+    assert torch.allclose(after, expected, atol=1e-5)
+    assert torch.allclose(restored, before, atol=1e-6)
+    assert PriorShift.from_json(shift.to_json()) == shift
+
+
+def test_estimation_refuses_an_empty_sample():
+    with pytest.raises(UserError, match="N × classes"):
+        estimate_shares(np.zeros((0, 3)), np.full(3, 1 / 3))
