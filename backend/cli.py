@@ -526,7 +526,9 @@ def _sial(args: argparse.Namespace) -> int:
     if args.self_training is not None and not 0.0 < args.self_training <= 1.0:
         raise UserError("--self-training takes a confidence in (0, 1]")
     if args.self_training is not None and args.adjust_prior:
-        raise UserError("--adjust-prior knows the class shares of the clicks, not of pseudo-labels: use one")
+        raise UserError(
+            "--adjust-prior knows the class shares of the clicks, not of pseudo-labels: use one or the other"
+        )
     expansion = None
     if args.expand != "none":
         try:

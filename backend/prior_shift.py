@@ -26,7 +26,6 @@ import numpy as np
 import torch
 from torch import nn
 
-from .card import ModelCard
 from .errors import UserError
 from .raster import RasterSource
 from .superpixels import SparseLabels
@@ -140,20 +139,18 @@ def sample_posteriors(
 
 
 def estimate_prior_shift(
-    network: nn.Module,
-    card: ModelCard,
     labels: Sequence[SparseLabels],
     sources: Sequence[RasterSource],
-    device: torch.device,
+    probabilities_of: Sequence[Callable[[int, int, int, int], np.ndarray]],
+    n_classes: int,
+    window: int,
     windows: int = 64,
     seed: int = 0,
 ) -> PriorShift:
-    """How far the labels' class shares sit from the imagery's, for a network trained on them."""
-    from .sparse_training import window_probabilities
-
-    trained = label_shares(labels, card.n_classes)
-    probabilities_of = [window_probabilities(network, card, source, device) for source in sources]
-    posteriors = sample_posteriors(probabilities_of, sources, windows, card.tiling.tile_size, seed)
+    """How far the labels' class shares sit from the imagery's, for the network whose
+    probabilities over a window of source i ``probabilities_of[i]`` gives."""
+    trained = label_shares(labels, n_classes)
+    posteriors = sample_posteriors(probabilities_of, sources, windows, window, seed)
     estimate, method = robust_shares(posteriors, trained)
     return PriorShift(tuple(float(s) for s in trained), tuple(float(s) for s in estimate), method)
 

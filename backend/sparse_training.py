@@ -285,8 +285,10 @@ class SparseTrainer:
         if settings.adjust_prior:
             monitor.report(1.0, "estimating the imagery's class shares")
             sources, labels = [s for s, _, _ in data], [lbl for _, lbl, _ in data]
+            probabilities = [window_probabilities(network, self.card, s, self.device) for s in sources]
+            window = self.card.tiling.tile_size
             self.prior = estimate_prior_shift(
-                network, self.card, labels, sources, self.device, seed=settings.seed
+                labels, sources, probabilities, self.card.n_classes, window, seed=settings.seed
             )
             self.prior.apply(network)
         return losses

@@ -40,13 +40,18 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="output folder of a SIAL run made with --adjust-prior")
     parser.add_argument("--config", type=Path, default=REPOSITORY / "configs" / "dubai-landcover.json")
     parser.add_argument("--windows", type=int, default=64, help="512-px windows sampled for the estimates")
+    parser.add_argument(
+        "--seed", type=int, help="seed of the sampled windows (default: the run's, so its estimate repeats)"
+    )
     parser.add_argument("--device", default="auto")
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
     begun = started()
     device = resolve_device(args.device)
-    record = json.loads((args.run / "sial.json").read_text())["iterations"][-1]["prior_shift"]
+    result = json.loads((args.run / "sial.json").read_text())
+    record = result["iterations"][-1]["prior_shift"]
+    seed = result["training"]["seed"] if args.seed is None else args.seed  # the run's own windows
     bundle = load_bundle(args.run / "model")
     PriorShift.from_json(record).remove(bundle.network)
     network, card = bundle.network.to(device).eval(), bundle.card
@@ -56,7 +61,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     status("sampling the network's posteriors over the training rasters")
     sources = [MemoryRasterSource(image, card.input) for image, _ in config.train]
     probabilities = [window_probabilities(network, card, s, device) for s in sources]
-    posteriors = sample_posteriors(probabilities, sources, args.windows, card.tiling.tile_size, seed=0)
+    posteriors = sample_posteriors(probabilities, sources, args.windows, card.tiling.tile_size, seed)
     trained = np.asarray(record["label_shares"])
     shares = {
         "none": trained,
@@ -79,7 +84,13 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     names = [c.name for c in card.classes]
     results = {}
     say(f"the run's rule picks: {chosen}")
-    say("| correction | shares (" + ", ".join(names) + ") | mIoU | " + " / ".join(names) + " |")
+    say(
+        "| correction | shares ("
+        + ", ".join(names)
+        + ") | mIoU | IoU "
+        + " / ".join(names)
+        + " | recall (same order) |"
+    )
     for name, target in shares.items():
         total: Scores | None = None
         adjustment = np.log(target / trained)[:, None, None]
@@ -87,11 +98,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             scores = score(np.argmax(log_p + adjustment, axis=0).astype(np.uint8), truth, names)
             total = scores if total is None else total + scores
         per_class = total.per_class()
+        recall = 100.0 * np.diag(total.confusion) / np.maximum(total.confusion.sum(axis=1), 1)
         results[name] = {"shares": target.round(4).tolist(), "miou": round(total.miou, 2)}
-        results[name]["per_class"] = per_class
+        results[name] |= {"per_class": per_class, "recall": recall.round(2).tolist()}
         say(
             f"| {name} | {', '.join(f'{s:.3f}' for s in target)} | {total.miou:.2f} | "
             + " / ".join(f"{per_class[n]:.1f}" for n in names)
+            + " | "
+            + " / ".join(f"{r:.1f}" for r in recall)
             + " |"
         )
     for source in sources:
