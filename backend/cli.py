@@ -815,45 +815,21 @@ def _print_tree(data: dict[str, Any], indent: int = 0) -> None:
 
 def _create_model(args: argparse.Namespace) -> int:
     from .bundle import create_bundle, save_bundle
-    from .card import ClassInfo, ClickEncoding, InputSpec, ModelCard, Normalization
+    from .new_model import fresh_card, parse_classes
 
-    names = [n.strip() for n in args.classes.split(",") if n.strip()]
-    if len(names) < 2:
-        raise UserError("--classes needs at least two class names")
-    palette = [
-        "#e41a1c",
-        "#377eb8",
-        "#4daf4a",
-        "#984ea3",
-        "#ff7f00",
-        "#ffff33",
-        "#a65628",
-        "#f781bf",
-        "#999999",
-    ]
-    classes = []
-    for i, entry in enumerate(names):
-        name, _, color = entry.partition(":")
-        classes.append(ClassInfo(i, name, color or palette[i % len(palette)]))
     try:
         bands = tuple(int(b) for b in args.bands.split(","))
     except ValueError:
         raise UserError(f"--bands must be comma-separated band numbers, not '{args.bands}'") from None
-    n = len(bands)
-    card = ModelCard(
-        name=args.name or args.out.name,
-        classes=tuple(classes),
+    card = fresh_card(
+        parse_classes(args.classes),
+        args.name or args.out.name,
+        bands,
         architecture=args.architecture,
         encoder=args.encoder,
-        input=InputSpec(
-            bands=bands,
-            band_names=tuple(f"band {b}" for b in bands),
-            normalization=Normalization(min=(0.0,) * n, max=(255.0,) * n, mean=(0.5,) * n, std=(0.25,) * n),
-        ),
-        clicks=ClickEncoding(enabled=not args.no_clicks),
-        provenance={"training": "none: freshly initialised", "seed": args.seed},
+        clicks=not args.no_clicks,
+        seed=args.seed,
     )
-    ModelCard.from_json(card.to_json())  # the same validation a reader applies
     bundle = create_bundle(card, seed=args.seed)
     target = save_bundle(bundle, args.out, dtype=args.dtype)
     print(

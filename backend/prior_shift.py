@@ -32,6 +32,7 @@ from .superpixels import SparseLabels
 
 MAX_ADJUSTMENT = 3.0  # log-odds: a class the labels all but miss must not take over the map
 TRUST = 2.0  # how far EM's estimate may stray from the mean posterior, as a factor, per class
+MAX_WINDOWS = 400  # tile-sized windows read for the estimate (all of Dubai's five training tiles: 237)
 
 
 @dataclass(frozen=True)
@@ -112,27 +113,35 @@ def robust_shares(posteriors: np.ndarray, trained_shares: np.ndarray) -> tuple[n
 def sample_posteriors(
     probabilities_of: Sequence[Callable[[int, int, int, int], np.ndarray]],
     sources: Sequence[RasterSource],
-    windows: int,
+    max_windows: int,
     size: int,
     seed: int,
 ) -> np.ndarray:
-    """The network's posteriors (N × classes) at every fourth pixel, in each direction, of
-    ``windows`` random windows spread over ``sources`` (valid pixels only).
+    """The network's posteriors (N × classes) at every fourth pixel, in each direction, of the
+    valid pixels of ``sources``: of all of them, read as a grid of ``size``-px windows, or of
+    ``max_windows`` of those windows drawn at random where the grid has more.
 
+    Covering the imagery whole makes the estimate the same on every run: a random sample of
+    windows moved a weak network's corrected mIoU by two points (BENCHMARKS.md, set-up 6).
     ``probabilities_of[i](row, col, height, width)`` gives source i's class probabilities.
     """
-    rng = np.random.default_rng(seed)
+    grid = [
+        (which, row, col)
+        for which, source in enumerate(sources)
+        for row in range(0, source.info.height, size)
+        for col in range(0, source.info.width, size)
+    ]
+    if len(grid) > max_windows:
+        chosen = np.random.default_rng(seed).choice(len(grid), max_windows, replace=False)
+        grid = [grid[k] for k in sorted(chosen)]
     samples = []
-    for _ in range(windows):
-        which = int(rng.integers(len(sources)))
+    for which, row, col in grid:
         info = sources[which].info
-        height, width = min(size, info.height), min(size, info.width)
-        row = int(rng.integers(0, info.height - height + 1))
-        col = int(rng.integers(0, info.width - width + 1))
+        height, width = min(size, info.height - row), min(size, info.width - col)
         probabilities = probabilities_of[which](row, col, height, width)[:, ::4, ::4]
         valid = sources[which].read_valid(row, col, height, width)[::4, ::4]
         samples.append(probabilities[:, valid].T)
-    posteriors = np.concatenate(samples)
+    posteriors = np.concatenate(samples) if samples else np.empty((0, 0), np.float32)
     if not len(posteriors):
         raise UserError("the training rasters have no valid pixels to estimate class shares from")
     return posteriors
@@ -144,13 +153,13 @@ def estimate_prior_shift(
     probabilities_of: Sequence[Callable[[int, int, int, int], np.ndarray]],
     n_classes: int,
     window: int,
-    windows: int = 64,
+    max_windows: int = MAX_WINDOWS,
     seed: int = 0,
 ) -> PriorShift:
     """How far the labels' class shares sit from the imagery's, for the network whose
     probabilities over a window of source i ``probabilities_of[i]`` gives."""
     trained = label_shares(labels, n_classes)
-    posteriors = sample_posteriors(probabilities_of, sources, windows, window, seed)
+    posteriors = sample_posteriors(probabilities_of, sources, max_windows, window, seed)
     estimate, method = robust_shares(posteriors, trained)
     return PriorShift(tuple(float(s) for s in trained), tuple(float(s) for s in estimate), method)
 

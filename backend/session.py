@@ -473,6 +473,10 @@ class Session:
                     disca = self._disca_engine()
                     disca.settings = self.settings
                     report = disca.retrain(source, clicks, monitor)
+                    # DISCA fine-tunes around a SIAL round's correction: it stays in the bias, and
+                    # stays recorded so that the next SIAL round can take it out
+                    previous = self._prior_in_weights()
+                    report.prior_shift = previous.to_json() if previous is not None else None
             except BaseException:
                 self._load_weights(self.current_checkpoint())  # the last good weights, untouched
                 raise

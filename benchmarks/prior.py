@@ -22,7 +22,7 @@ import numpy as np
 from backend.bundle import load_bundle
 from backend.evaluation import Scores, predict_in_memory, read_labels, score
 from backend.inference import Predictor
-from backend.prior_shift import PriorShift, estimate_shares, robust_shares, sample_posteriors
+from backend.prior_shift import MAX_WINDOWS, PriorShift, estimate_shares, robust_shares, sample_posteriors
 from backend.raster import MemoryRasterSource, RasterSource
 from backend.runtime import resolve_device
 from backend.sparse_training import window_probabilities
@@ -39,9 +39,11 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("run", type=Path, help="output folder of a SIAL run made with --adjust-prior")
     parser.add_argument("--config", type=Path, default=REPOSITORY / "configs" / "dubai-landcover.json")
-    parser.add_argument("--windows", type=int, default=64, help="512-px windows sampled for the estimates")
     parser.add_argument(
-        "--seed", type=int, help="seed of the sampled windows (default: the run's, so its estimate repeats)"
+        "--windows", type=int, default=MAX_WINDOWS, help="most tile-sized windows read for the estimates"
+    )
+    parser.add_argument(
+        "--seed", type=int, help="seed of the windows drawn where there are more (default: the run's)"
     )
     parser.add_argument("--device", default="auto")
 

@@ -68,6 +68,18 @@ class SessionController(QObject):
         return self.task is not None
 
     @property
+    def is_sial(self) -> bool:
+        """Whether the session's network learns from the clicks alone (SIAL rounds, its own
+        settings) rather than being refined by DISCA with the dock's."""
+        from backend.session import SparseSettings
+
+        return self.session is not None and isinstance(self.session.settings, SparseSettings)
+
+    @property
+    def can_retrain(self) -> bool:
+        return self.session is not None and (self.is_sial or self.mode == "disca")
+
+    @property
     def classes(self) -> list[ClassStyle]:
         if self.session is None:
             return []
@@ -104,27 +116,59 @@ class SessionController(QObject):
         self, layer, model_dir: str | Path | None, device: str = "auto", session_path: Path | None = None
     ) -> bool:
         """A new session on ``layer`` with the bundle in ``model_dir``, then a first prediction."""
-        from backend.errors import UserError
-        from backend.session import Session
+        source = self._raster_file(layer)
+        if source is None:
+            return False
+        if not model_dir:
+            self._say("Choose a model first.", Qgis.Warning)
+            return False
+        return self._begin(
+            session_path or self._new_session_path(source), source, model_dir, device, self.settings
+        )
 
+    def start_from_clicks(
+        self, layer, class_names: str, device: str = "auto", session_path: Path | None = None
+    ) -> bool:
+        """A new SIAL session: an untrained network for the analyst's own classes (written next
+        to the session) that learns from the clicks alone, one Retrain round after another."""
+        from backend.errors import UserError
+        from backend.new_model import create_model_for_raster, parse_classes
+        from backend.session import SparseSettings
+
+        source = self._raster_file(layer)
+        if source is None:
+            return False
+        path = session_path or self._new_session_path(source)
+        model_dir = path.with_name(f"{path.stem}-model")
+        try:
+            create_model_for_raster(source, parse_classes(class_names), model_dir)
+        except UserError as exc:
+            self._say(str(exc), Qgis.Warning)
+            return False
+        return self._begin(path, source, model_dir, device, SparseSettings())
+
+    def _raster_file(self, layer) -> Path | None:
+        """The file behind ``layer``, or None (and the reason said) where it cannot be used."""
         if self.busy:
             self._say("Wait for the running task to finish, or cancel it.", Qgis.Warning)
-            return False
+            return None
         if not isinstance(layer, QgsRasterLayer) or not layer.isValid():
             self._say("Choose a raster layer first.", Qgis.Warning)
-            return False
+            return None
         source = Path(layer.source())
         if layer.providerType() != "gdal" or not source.is_file():
             self._say(
                 f"'{layer.name()}' is not a raster file on disk; save it as a GeoTIFF first.", Qgis.Warning
             )
-            return False
-        if not model_dir:
-            self._say("Choose a model first.", Qgis.Warning)
-            return False
-        path = session_path or self._new_session_path(source)
+            return None
+        return source
+
+    def _begin(self, path: Path, source: Path, model_dir: str | Path, device: str, settings) -> bool:
+        from backend.errors import UserError
+        from backend.session import Session
+
         try:
-            session = Session.create(path, source, model_dir, device, settings=self.settings)
+            session = Session.create(path, source, model_dir, device, settings=settings)
         except UserError as exc:
             self._say(str(exc), Qgis.Warning)
             return False
@@ -360,7 +404,7 @@ class SessionController(QObject):
         if self.session is None:
             self._say("Start a session first.", Qgis.Warning)
             return
-        if self.mode != "disca":
+        if not self.can_retrain:
             self._say("Retraining needs the AC + DISCA mode.", Qgis.Warning)
             return
         if self.busy:
@@ -370,13 +414,14 @@ class SessionController(QObject):
         if not clicks:
             self._say("Click some corrections first: retraining learns from them.", Qgis.Warning)
             return
-        session, settings = self.session, self.settings
+        method = "SIAL" if self.is_sial else "DISCA"
+        session, settings = self.session, None if self.is_sial else self.settings  # SIAL keeps its own
 
         def done(trained) -> None:
             session.commit_round(trained)
             report = trained.report
             self._say(
-                f"Round {trained.iteration}: {report.steps} steps on {report.clicks} clicks "
+                f"Round {trained.iteration} ({method}): {report.steps} steps on {report.clicks} clicks "
                 f"in {report.seconds:.1f} s.",
                 Qgis.Info,
             )

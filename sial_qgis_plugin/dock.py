@@ -18,6 +18,7 @@ from qgis.PyQt.QtWidgets import (
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
+    QInputDialog,
     QLabel,
     QMenu,
     QProgressBar,
@@ -35,6 +36,9 @@ from qgis.PyQt.QtWidgets import (
 from .environment import bundled_models, gpu_description
 
 OTHER_MODEL = "Other bundle…"
+NEW_MODEL = "New model, learnt from clicks (SIAL)…"
+NEW_MODEL_DATA = "sial:new"
+NEW_MODEL_EXAMPLE = "building, road, vegetation, water, other"
 ACQUISITION_LABELS = {
     "entropy": "Entropy",
     "margin": "Margin (best two classes)",
@@ -55,6 +59,7 @@ class SegmentationDock(QgsDockWidget):
         self.setObjectName("SialSegmentationDock")
         self.controller, self.map_tool = controller, map_tool
         self.other_model: Path | None = None
+        self.new_model_classes = ""  # the class names typed for a new SIAL model
         body = QWidget()
         layout = QVBoxLayout(body)
         layout.addLayout(self._setup_form())
@@ -106,6 +111,13 @@ class SegmentationDock(QgsDockWidget):
             self.model.addItem(model.name, str(model.directory))
             self.model.setItemData(self.model.count() - 1, model.description, Qt.ToolTipRole)
         self.model.addItem(OTHER_MODEL, "")
+        self.model.addItem(NEW_MODEL, NEW_MODEL_DATA)
+        self.model.setItemData(
+            self.model.count() - 1,
+            "An untrained network for your own classes: it learns from your clicks alone, "
+            "one Retrain round after another (SIAL).",
+            Qt.ToolTipRole,
+        )
         self.model.activated.connect(self._model_chosen)
         form.addRow("Model", self.model)
         self.device = QComboBox()
@@ -226,15 +238,36 @@ class SegmentationDock(QgsDockWidget):
     def start(self) -> None:
         self.controller.mode = "disca" if self.mode_disca.isChecked() else "ac"
         self._settings_changed()
-        self.controller.start(self.raster.currentLayer(), self.selected_model(), self.device.currentData())
+        layer, device = self.raster.currentLayer(), self.device.currentData()
+        if self.model.currentData() == NEW_MODEL_DATA:
+            self.controller.start_from_clicks(layer, self.new_model_classes, device)
+        else:
+            self.controller.start(layer, self.selected_model(), device)
 
     def _model_chosen(self) -> None:
+        if self.model.currentData() == NEW_MODEL_DATA:
+            text, ok = QInputDialog.getText(
+                self,
+                "Classes of the new model",
+                "Class names, separated by commas (each optionally name:#rrggbb):",
+                text=self.new_model_classes or NEW_MODEL_EXAMPLE,
+            )
+            if ok:
+                self.choose_new_model(text)
+            return
         if self.model.currentText() != OTHER_MODEL:
             return
         folder = QFileDialog.getExistingDirectory(self, "Model bundle folder (with model.json)")
         if folder:
             self.other_model = Path(folder)
             self.model.setItemText(self.model.currentIndex(), f"{Path(folder).name} (other bundle)")
+
+    def choose_new_model(self, class_names: str) -> None:
+        """Select an untrained model for ``class_names`` (what the class dialog asks for)."""
+        self.new_model_classes = class_names.strip()
+        index = self.model.findData(NEW_MODEL_DATA)
+        self.model.setCurrentIndex(index)
+        self.model.setItemText(index, f"New model: {self.new_model_classes} (SIAL)")
 
     def _mode_changed(self) -> None:
         self.controller.mode = "disca" if self.mode_disca.isChecked() else "ac"
@@ -299,7 +332,10 @@ class SegmentationDock(QgsDockWidget):
         for button in (self.tool_button, self.undo_button, self.previous_button, self.next_button,
                        self.export_button):  # fmt: skip
             button.setEnabled(has_session)
-        self.retrain_button.setEnabled(has_session and controller.mode == "disca")
+        self.retrain_button.setEnabled(controller.can_retrain)
+        self.retrain_button.setText("Retrain (SIAL)" if controller.is_sial else "Retrain (DISCA)")
+        for widget in (self.anchor, self.steps, self.learning_rate, self.click_loss):
+            widget.setEnabled(not controller.is_sial)  # a SIAL session trains with its own settings
         self._rebuild_palette()
         rows = controller.history()
         self.history.setRowCount(len(rows))
@@ -314,8 +350,10 @@ class SegmentationDock(QgsDockWidget):
         classes = self.controller.classes
         counts = self.controller.click_counts()
         if [b.property("class_index") for b in self.class_buttons] != [c.index for c in classes]:
-            for button in self.class_buttons:
+            for button in self.class_buttons:  # out of sight now: deleteLater waits for the event loop
                 self.palette_group.removeButton(button)
+                self.palette.removeWidget(button)
+                button.hide()
                 button.deleteLater()
             self.class_buttons = []
             for c in classes:
@@ -335,9 +373,7 @@ class SegmentationDock(QgsDockWidget):
     def _busy(self, busy: bool, what: str) -> None:
         self.cancel_button.setEnabled(busy)
         self.start_button.setEnabled(not busy)
-        self.retrain_button.setEnabled(
-            not busy and self.controller.session is not None and self.controller.mode == "disca"
-        )
+        self.retrain_button.setEnabled(not busy and self.controller.can_retrain)
         self.status.setText(what + "…" if busy else "")
         self.progress.setValue(0 if busy else 100 if self.controller.session else 0)
 

@@ -4,9 +4,10 @@ import torch
 
 from backend.bundle import create_bundle
 from backend.errors import UserError
-from backend.prior_shift import PriorShift, estimate_shares, label_shares, robust_shares
+from backend.prior_shift import PriorShift, estimate_shares, label_shares, robust_shares, sample_posteriors
+from backend.raster import RasterSource
 from backend.superpixels import SparseLabels
-from tests.helpers import make_card
+from tests.helpers import make_card, random_image, write_raster
 
 
 def bayes_posteriors(prior: np.ndarray, shares: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
@@ -72,3 +73,24 @@ def test_the_correction_in_the_output_bias_is_bayes_rule_and_comes_out_again():
 def test_estimation_refuses_an_empty_sample():
     with pytest.raises(UserError, match="N × classes"):
         estimate_shares(np.zeros((0, 3)), np.full(3, 1 / 3))
+
+
+def test_the_posteriors_cover_the_valid_imagery_once_unless_capped(tmp_path):
+    """Every fourth valid pixel of the whole raster, so the estimate is the same on every run;
+    a cap on the windows read draws them by the seed."""
+    valid = np.ones((100, 70), bool)
+    valid[:, :20] = False  # a nodata strip
+    path = write_raster(tmp_path / "scene.tif", random_image(100, 70), mask=valid)
+
+    def top_rows_are_class_1(row: int, col: int, height: int, width: int) -> np.ndarray:
+        top = (np.arange(row, row + height) < 40)[:, None] & np.ones((1, width), bool)
+        return np.stack([~top, top]).astype(np.float32)
+
+    with RasterSource(path, make_card().input) as source:
+        posteriors = sample_posteriors([top_rows_are_class_1], [source], 400, 32, seed=0)
+        # rows 0, 4, … 96 (25, of which 10 above row 40) × valid columns 20, 24, … 68 (13)
+        assert posteriors.shape == (25 * 13, 2)
+        assert posteriors.mean(axis=0) == pytest.approx([0.6, 0.4])
+        capped = sample_posteriors([top_rows_are_class_1], [source], 3, 32, seed=5)
+        assert 0 < len(capped) < len(posteriors)
+        assert np.array_equal(capped, sample_posteriors([top_rows_are_class_1], [source], 3, 32, seed=5))

@@ -227,7 +227,7 @@ def test_a_session_can_train_an_untrained_network_from_clicks_alone(tmp_path, sc
     assert isinstance(reopened.settings, SparseSettings) and reopened.settings.training.steps == 40
 
 
-def test_a_sial_session_carries_one_prior_correction_not_one_per_round(tmp_path, scene):
+def test_a_session_carries_one_prior_correction_through_sial_and_disca_rounds(tmp_path, scene):
     """Each round corrects the model for the clicks' class shares; the next round takes that
     correction out before it trains, so corrections never pile up in the output bias."""
     from backend.bundle import create_bundle, save_bundle
@@ -261,3 +261,12 @@ def test_a_sial_session_carries_one_prior_correction_not_one_per_round(tmp_path,
     assert torch.allclose(session.bundle.network.segmentation_head[0].bias, expected, atol=1e-5)
     reopened = Session.open(session.path, "cpu")
     assert reopened._prior_in_weights() == PriorShift.from_json(second.prior_shift)
+    # a DISCA round fine-tunes around the correction and keeps it on record, so that the next
+    # SIAL round (here one without a correction of its own) still takes it out
+    disca = session.retrain(DiscaSettings(steps=2, crop=64, max_crops=2, replay=4, anchor_crops=1))
+    assert disca.prior_shift == second.prior_shift
+    tuned = session.bundle.network.segmentation_head[0].bias.detach().clone()
+    session.retrain(SparseSettings(replace(training, learning_rate=0.0, adjust_prior=False)))
+    plain = tuned - torch.tensor(PriorShift.from_json(second.prior_shift).adjustment, dtype=torch.float32)
+    assert torch.allclose(session.bundle.network.segmentation_head[0].bias, plain, atol=1e-5)
+    assert Session.open(session.path, "cpu")._prior_in_weights() is None

@@ -9,11 +9,13 @@ import json
 import os
 import time
 import traceback
+from dataclasses import replace
 from pathlib import Path
 
 from qgis.core import QgsApplication, QgsProject
 from qgis.gui import QgsMapMouseEvent
 from qgis.PyQt.QtCore import QCoreApplication, QEvent, QPoint, Qt
+from qgis.PyQt.QtWidgets import QToolButton
 from qgis.utils import iface, plugins
 
 OUT = Path(os.environ["SIAL_E2E_OUT"])
@@ -64,7 +66,7 @@ def session():
     plugin.action.trigger()  # opens the dock, as the toolbar button does
     dock.raster.setLayer(layer)
     dock.other_model = Path(MODEL)
-    dock.model.setCurrentIndex(dock.model.count() - 1)  # "Other bundle…", chosen above
+    dock.model.setCurrentIndex(dock.model.findText("Other bundle…"))  # chosen above
     dock.device.setCurrentIndex(dock.device.findData("cpu"))
     dock.mode_disca.setChecked(True)
     dock.steps.setValue(3)
@@ -107,6 +109,33 @@ def session():
     report["group"] = {"name": group.name(), "layers": [node.name() for node in group.findLayers()]}
     report["legend_classes"] = [c.label for c in controller.layers.classes.renderer().classes()]
     report["last_error"] = controller.last_error
+
+    # SIAL: a network for the analyst's own classes that learns from the clicks alone
+    dock.choose_new_model("built-up:#d7301f, bare:#e0c9a6, green:#33a02c, water:#1f78b4")
+    dock.start_button.click()
+    wait(lambda: idle(controller) and controller.layers is not None and controller.is_sial)
+    screenshot("5-sial-untrained")
+    training = controller.session.settings.training
+    controller.session.settings = replace(
+        controller.session.settings, training=replace(training, steps=30, crop=128, batch=4)
+    )  # short rounds: the test is about the plugin
+    info = controller.session.info
+    for row, col, class_id in ((400, 500, 0), (120, 150, 3), (650, 220, 2), (300, 650, 1)):
+        dock._pick_class(class_id)
+        click(canvas, tool, info, row, col)
+        wait(lambda: idle(controller))
+    report["sial_retrain_button"] = dock.retrain_button.text()
+    report["sial_palette"] = [
+        b.text()
+        for b in dock.findChildren(QToolButton)
+        if b.property("class_index") is not None and b.isVisible()
+    ]
+    dock.retrain_button.click()
+    wait(lambda: idle(controller))
+    screenshot("6-sial-retrained")
+    report["sial_history"] = controller.history()
+    report["sial_legend_classes"] = [c.label for c in controller.layers.classes.renderer().classes()]
+    report["sial_last_error"] = controller.last_error
 
 
 try:

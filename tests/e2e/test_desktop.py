@@ -56,6 +56,8 @@ def test_a_scripted_session_in_the_qgis_desktop(tmp_path):
         "2-three-clicks",
         "3-retrained",
         "4-next-patch",
+        "5-sial-untrained",
+        "6-sial-retrained",
     ]
     assert [c[2] for c in report["clicks"]] == ["water", "building", "vegetation"]
     assert [h["kind"] for h in report["history"]] == ["start", "retrain"] and report["history"][1][
@@ -63,6 +65,10 @@ def test_a_scripted_session_in_the_qgis_desktop(tmp_path):
     ] == 3
     assert report["group"]["layers"] == ["clicks", "patch queue", "uncertainty", "class map"]
     assert report["legend_classes"] == ["building", "land", "road", "vegetation", "water"]
+    assert report["sial_retrain_button"] == "Retrain (SIAL)" and report["sial_last_error"] == ""
+    assert [(h["kind"], h["clicks"]) for h in report["sial_history"]] == [("start", 0), ("retrain", 4)]
+    assert report["sial_palette"] == ["1 built-up (1)", "2 bare (1)", "3 green (1)", "4 water (1)"]
+    assert report["sial_legend_classes"] == ["built-up", "bare", "green", "water"]
     renderers = {layer["name"]: layer["renderer"] for layer in report["layers"]}
     assert renderers["class map"] == "paletted" and renderers["uncertainty"] == "singlebandpseudocolor"
     for name in (

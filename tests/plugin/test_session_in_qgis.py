@@ -63,6 +63,59 @@ def test_the_dock_starts_a_session_with_styled_grouped_layers(
     assert dock.tool_button.isEnabled() and not dock.retrain_button.isEnabled()  # AC mode
 
 
+def test_the_dock_starts_a_network_for_new_classes_that_learns_from_clicks_alone(
+    qgis_canvas, controller, raster_layer, tmp_path, monkeypatch
+):
+    """SIAL in the dock: the analyst types a class list, gets an untrained network (no click
+    channels) next to the session, and Retrain runs SIAL rounds with the session's own settings,
+    whatever the DISCA settings in the dock say."""
+    import json
+    from dataclasses import replace
+
+    from sial_qgis_plugin.dock import SegmentationDock
+    from sial_qgis_plugin.map_tool import ClickTool
+
+    dock = SegmentationDock(controller, ClickTool(qgis_canvas, controller))
+    dock.raster.setLayer(raster_layer)
+    monkeypatch.setattr(controller, "_new_session_path", lambda raster: tmp_path / "fresh.gpkg")
+    dock.device.setCurrentIndex(dock.device.findData("cpu"))
+    dock.choose_new_model("built:#ff0000, open")
+    assert dock.model.currentText() == "New model: built:#ff0000, open (SIAL)"
+    dock.start_button.click()
+    wait_until_idle(controller)
+    assert controller.layers is not None, controller.messages
+    card = controller.session.bundle.card
+    assert [(c.name, c.color) for c in card.classes] == [("built", "#ff0000"), ("open", "#377eb8")]
+    assert not card.clicks.enabled and card.provenance["training"].startswith("none")
+    assert (tmp_path / "fresh-model" / "model.json").is_file()
+    assert controller.mode == "ac" and controller.is_sial  # Retrain needs no DISCA mode
+    assert dock.retrain_button.isEnabled() and dock.retrain_button.text() == "Retrain (SIAL)"
+    assert not dock.steps.isEnabled()
+    training = controller.session.settings.training
+    controller.session.settings = replace(
+        controller.session.settings, training=replace(training, steps=4, batch=2, crop=64)
+    )
+    info = controller.session.info
+    for class_id, (col, row) in enumerate([(40, 40), (300, 300)]):
+        controller.current_class = class_id
+        controller.add_click(_map_point(info, col, row), qgis_canvas.mapSettings().destinationCrs())
+        wait_until_idle(controller)
+    controller.retrain()
+    wait_until_idle(controller)
+    assert controller.session.iteration == 1, controller.messages
+    assert any(m.startswith("Round 1 (SIAL): 4 steps on 2 clicks") for m in controller.messages)
+    details = json.loads(controller.session.iterations()[-1].details)
+    assert details["settings"]["training"]["steps"] == 4  # the session's settings, not DISCA's
+
+
+def test_a_new_model_needs_two_distinct_class_names(controller, raster_layer, tmp_path):
+    assert not controller.start_from_clicks(raster_layer, "water", "cpu", tmp_path / "one.gpkg")
+    assert "at least two class names" in controller.last_error
+    assert not controller.start_from_clicks(raster_layer, "water, water", "cpu", tmp_path / "two.gpkg")
+    assert "distinct" in controller.last_error
+    assert controller.session is None and not list(tmp_path.glob("*-model"))
+
+
 def test_real_mouse_clicks_add_and_remove_points_and_update_touched_tiles(qgis_canvas, started):
     from sial_qgis_plugin.map_tool import ClickTool
 
