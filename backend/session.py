@@ -326,6 +326,21 @@ class Session:
         self._iterations: list[Iteration] | None = None
         self._remove_orphans()
         self._load_weights(self.current_checkpoint())
+        self.settings = self._settings_of_last_round() or self.settings
+
+    def _settings_of_last_round(self) -> DiscaSettings | SparseSettings | None:
+        """A reopened session trains on as its last round did (the creation settings are only
+        the first round's), unless that round's record is from an incompatible version."""
+        for record in reversed(self.iterations()):
+            settings = json.loads(record.details or "{}").get("settings")
+            if settings:
+                try:
+                    return settings_from_meta(
+                        {"kind": "sial" if "training" in settings else "disca", **settings}
+                    )
+                except TypeError:
+                    return None
+        return None
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -33,6 +33,17 @@ from .tasks import EngineTask
 PROJECT_SCOPE = "sial"
 
 
+def default_sial_settings():
+    """SIAL rounds as the Dubai benchmarks found best (BENCHMARKS.md, SIAL set-ups 2–4):
+    cross-entropy, each click spread over its SLIC superpixel with the sieve, the weights'
+    moving average; 300 steps of 128-px crops keep a round near a minute on a CPU."""
+    from backend.session import SparseSettings
+    from backend.sparse_training import SparseSettings as TrainingSettings
+    from backend.superpixels import ExpansionSettings
+
+    return SparseSettings(TrainingSettings(steps=300, loss="ce", average=0.998), ExpansionSettings())
+
+
 class SessionController(QObject):
     changed = pyqtSignal()  # clicks, iterations, patches or maps changed
     busy_changed = pyqtSignal(bool, str)  # a task started (True, what) or ended (False, "")
@@ -51,6 +62,7 @@ class SessionController(QObject):
         self.acquisition = "entropy"
         self.mode = "ac"  # "ac" or "disca"
         self.settings = DiscaSettings()
+        self.sial_settings = default_sial_settings()
         self.current_class = 0
         self.reference: QgsRasterLayer | None = None
         self.tree_view = None  # QGIS's Layers panel, when there is one: legends are opened in it
@@ -78,6 +90,17 @@ class SessionController(QObject):
     @property
     def can_retrain(self) -> bool:
         return self.session is not None and (self.is_sial or self.mode == "disca")
+
+    def set_sial_options(self, steps: int, superpixels: bool, adjust_prior: bool) -> None:
+        """What the dock lets the analyst change of the SIAL rounds still to come."""
+        from dataclasses import replace
+
+        from backend.superpixels import ExpansionSettings
+
+        settings = self.sial_settings
+        training = replace(settings.training, steps=steps, adjust_prior=adjust_prior)
+        expansion = (settings.expansion or ExpansionSettings()) if superpixels else None
+        self.sial_settings = replace(settings, training=training, expansion=expansion)
 
     @property
     def classes(self) -> list[ClassStyle]:
@@ -133,7 +156,6 @@ class SessionController(QObject):
         to the session) that learns from the clicks alone, one Retrain round after another."""
         from backend.errors import UserError
         from backend.new_model import create_model_for_raster, parse_classes
-        from backend.session import SparseSettings
 
         source = self._raster_file(layer)
         if source is None:
@@ -145,7 +167,7 @@ class SessionController(QObject):
         except UserError as exc:
             self._say(str(exc), Qgis.Warning)
             return False
-        return self._begin(path, source, model_dir, device, SparseSettings())
+        return self._begin(path, source, model_dir, device, self.sial_settings)
 
     def _raster_file(self, layer) -> Path | None:
         """The file behind ``layer``, or None (and the reason said) where it cannot be used."""
@@ -192,6 +214,8 @@ class SessionController(QObject):
             return False
         self._close_session()
         self.session = session
+        if self.is_sial:
+            self.sial_settings = session.settings  # the dock shows them; the next round keeps them
         self.layers = find_session_layers(session.path, self.project)
         if self.layers is None and (session.outputs / "classes.tif").exists():
             self.layers = self._create_layers()
@@ -415,7 +439,7 @@ class SessionController(QObject):
             self._say("Click some corrections first: retraining learns from them.", Qgis.Warning)
             return
         method = "SIAL" if self.is_sial else "DISCA"
-        session, settings = self.session, None if self.is_sial else self.settings  # SIAL keeps its own
+        session, settings = self.session, self.sial_settings if self.is_sial else self.settings
 
         def done(trained) -> None:
             session.commit_round(trained)

@@ -11,6 +11,7 @@ from qgis.PyQt.QtGui import QColor, QIcon, QKeySequence, QPixmap
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
     QButtonGroup,
+    QCheckBox,
     QComboBox,
     QDoubleSpinBox,
     QFileDialog,
@@ -200,7 +201,7 @@ class SegmentationDock(QgsDockWidget):
         return grid
 
     def _advanced_box(self) -> QWidget:
-        box = QgsCollapsibleGroupBox("Advanced")
+        box = self.advanced_box = QgsCollapsibleGroupBox("Advanced")
         box.setCollapsed(True)
         form = QFormLayout(box)
         settings = self.controller.settings
@@ -221,6 +222,26 @@ class SegmentationDock(QgsDockWidget):
         for widget in (self.anchor, self.steps, self.learning_rate):
             widget.valueChanged.connect(self._settings_changed)
         self.click_loss.currentIndexChanged.connect(self._settings_changed)
+        self.sial_steps = QSpinBox(minimum=10, maximum=20000, singleStep=100)
+        self.sial_steps.setToolTip(
+            "Training steps per Retrain round of a new model (8 crops of 128 px each)."
+        )
+        form.addRow("SIAL steps per round", self.sial_steps)
+        self.sial_superpixels = QCheckBox("Spread each click over its superpixel")
+        self.sial_superpixels.setToolTip(
+            "SLIC superpixels around each click; pixels the model confidently disagrees with are left out."
+        )
+        form.addRow(self.sial_superpixels)
+        self.sial_prior = QCheckBox("Correct for the clicks' class shares")
+        self.sial_prior.setToolTip(
+            "Clicks come about equally often per class, unlike the classes' areas: after each round "
+            "the model is corrected for the imagery's class shares, estimated from its own predictions."
+        )
+        form.addRow(self.sial_prior)
+        self._show_sial_settings()
+        self.sial_steps.valueChanged.connect(self._sial_settings_changed)
+        for check in (self.sial_superpixels, self.sial_prior):
+            check.toggled.connect(self._sial_settings_changed)
         self.reference = QgsMapLayerComboBox()
         self.reference.setFilters(QgsMapLayerProxyModel.RasterLayer)
         self.reference.setAllowEmptyLayer(True)
@@ -284,6 +305,22 @@ class SegmentationDock(QgsDockWidget):
             click_loss=self.click_loss.currentData(),
         )
 
+    def _sial_settings_changed(self) -> None:
+        self.controller.set_sial_options(
+            self.sial_steps.value(), self.sial_superpixels.isChecked(), self.sial_prior.isChecked()
+        )
+
+    def _show_sial_settings(self) -> None:
+        """The controller's SIAL settings in the widgets (those of a reopened session, say)."""
+        settings = self.controller.sial_settings
+        for widget in (self.sial_steps, self.sial_superpixels, self.sial_prior):
+            widget.blockSignals(True)
+        self.sial_steps.setValue(settings.training.steps)
+        self.sial_superpixels.setChecked(settings.expansion is not None)
+        self.sial_prior.setChecked(settings.training.adjust_prior)
+        for widget in (self.sial_steps, self.sial_superpixels, self.sial_prior):
+            widget.blockSignals(False)
+
     def _show(self, view: str) -> None:
         if self.controller.layers is not None:
             self.controller.layers.show(view)
@@ -335,7 +372,8 @@ class SegmentationDock(QgsDockWidget):
         self.retrain_button.setEnabled(controller.can_retrain)
         self.retrain_button.setText("Retrain (SIAL)" if controller.is_sial else "Retrain (DISCA)")
         for widget in (self.anchor, self.steps, self.learning_rate, self.click_loss):
-            widget.setEnabled(not controller.is_sial)  # a SIAL session trains with its own settings
+            widget.setEnabled(not controller.is_sial)  # DISCA's: a SIAL session has its own below
+        self._show_sial_settings()
         self._rebuild_palette()
         rows = controller.history()
         self.history.setRowCount(len(rows))

@@ -261,6 +261,7 @@ def test_a_session_carries_one_prior_correction_through_sial_and_disca_rounds(tm
     assert torch.allclose(session.bundle.network.segmentation_head[0].bias, expected, atol=1e-5)
     reopened = Session.open(session.path, "cpu")
     assert reopened._prior_in_weights() == PriorShift.from_json(second.prior_shift)
+    assert reopened.settings.training.learning_rate == 0.0  # it trains on as its last round did
     # a DISCA round fine-tunes around the correction and keeps it on record, so that the next
     # SIAL round (here one without a correction of its own) still takes it out
     disca = session.retrain(DiscaSettings(steps=2, crop=64, max_crops=2, replay=4, anchor_crops=1))
@@ -269,4 +270,6 @@ def test_a_session_carries_one_prior_correction_through_sial_and_disca_rounds(tm
     session.retrain(SparseSettings(replace(training, learning_rate=0.0, adjust_prior=False)))
     plain = tuned - torch.tensor(PriorShift.from_json(second.prior_shift).adjustment, dtype=torch.float32)
     assert torch.allclose(session.bundle.network.segmentation_head[0].bias, plain, atol=1e-5)
-    assert Session.open(session.path, "cpu")._prior_in_weights() is None
+    reopened = Session.open(session.path, "cpu")
+    assert reopened._prior_in_weights() is None
+    assert isinstance(reopened.settings, SparseSettings) and not reopened.settings.training.adjust_prior

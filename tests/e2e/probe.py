@@ -112,13 +112,12 @@ def session():
 
     # SIAL: a network for the analyst's own classes that learns from the clicks alone
     dock.choose_new_model("built-up:#d7301f, bare:#e0c9a6, green:#33a02c, water:#1f78b4")
+    dock.sial_steps.setValue(30)  # short rounds: the test is about the plugin
+    training = controller.sial_settings.training
+    controller.sial_settings = replace(controller.sial_settings, training=replace(training, batch=4))
     dock.start_button.click()
     wait(lambda: idle(controller) and controller.layers is not None and controller.is_sial)
     screenshot("5-sial-untrained")
-    training = controller.session.settings.training
-    controller.session.settings = replace(
-        controller.session.settings, training=replace(training, steps=30, crop=128, batch=4)
-    )  # short rounds: the test is about the plugin
     info = controller.session.info
     for row, col, class_id in ((400, 500, 0), (120, 150, 3), (650, 220, 2), (300, 650, 1)):
         dock._pick_class(class_id)
@@ -132,6 +131,7 @@ def session():
     ]
     dock.retrain_button.click()
     wait(lambda: idle(controller))
+    dock.advanced_box.setCollapsed(False)
     screenshot("6-sial-retrained")
     report["sial_history"] = controller.history()
     report["sial_legend_classes"] = [c.label for c in controller.layers.classes.renderer().classes()]

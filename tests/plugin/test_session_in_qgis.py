@@ -91,10 +91,11 @@ def test_the_dock_starts_a_network_for_new_classes_that_learns_from_clicks_alone
     assert controller.mode == "ac" and controller.is_sial  # Retrain needs no DISCA mode
     assert dock.retrain_button.isEnabled() and dock.retrain_button.text() == "Retrain (SIAL)"
     assert not dock.steps.isEnabled()
-    training = controller.session.settings.training
-    controller.session.settings = replace(
-        controller.session.settings, training=replace(training, steps=4, batch=2, crop=64)
-    )
+    assert dock.sial_steps.value() == 300 and dock.sial_superpixels.isChecked()  # the measured recipe
+    assert controller.session.settings.training.loss == "ce"
+    dock.sial_steps.setValue(10)
+    training = controller.sial_settings.training
+    controller.sial_settings = replace(controller.sial_settings, training=replace(training, batch=2, crop=64))
     info = controller.session.info
     for class_id, (col, row) in enumerate([(40, 40), (300, 300)]):
         controller.current_class = class_id
@@ -103,9 +104,16 @@ def test_the_dock_starts_a_network_for_new_classes_that_learns_from_clicks_alone
     controller.retrain()
     wait_until_idle(controller)
     assert controller.session.iteration == 1, controller.messages
-    assert any(m.startswith("Round 1 (SIAL): 4 steps on 2 clicks") for m in controller.messages)
+    assert any(m.startswith("Round 1 (SIAL): 10 steps on 2 clicks") for m in controller.messages), (
+        controller.messages
+    )
     details = json.loads(controller.session.iterations()[-1].details)
-    assert details["settings"]["training"]["steps"] == 4  # the session's settings, not DISCA's
+    assert details["settings"]["training"]["steps"] == 10  # SIAL's settings, not DISCA's
+    assert details["settings"]["expansion"]["method"] == "slic"
+    path = controller.session.path
+    dock.sial_steps.setValue(50)
+    assert controller.open_session(path, "cpu") and controller.is_sial
+    assert dock.sial_steps.value() == 10  # a reopened session shows the settings it trains with
 
 
 def test_a_new_model_needs_two_distinct_class_names(controller, raster_layer, tmp_path):
