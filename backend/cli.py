@@ -249,7 +249,7 @@ def build_parser() -> argparse.ArgumentParser:
     create_session.add_argument(
         "--sial",
         action="store_true",
-        help="train the model from the clicks alone (SIAL rounds: EWDL, no anchor)",
+        help="train the model from the clicks alone (SIAL rounds: cross-entropy, SLIC superpixels)",
     )
     create_session.add_argument(
         "--adjust-prior",
@@ -602,7 +602,7 @@ def _session(args: argparse.Namespace) -> int:
 
         if args.adjust_prior and not args.sial:
             raise UserError("--adjust-prior corrects SIAL rounds: it needs --sial")
-        settings = SparseSettings() if args.sial else None
+        settings = SparseSettings.recommended() if args.sial else None
         if settings is not None and args.adjust_prior:
             settings = replace(settings, training=replace(settings.training, adjust_prior=True))
         session = Session.create(

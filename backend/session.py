@@ -84,6 +84,13 @@ class SparseSettings:
     training: TrainingSettings = field(default_factory=lambda: TrainingSettings(steps=300))
     expansion: ExpansionSettings | None = None
 
+    @classmethod
+    def recommended(cls) -> SparseSettings:
+        """What the Dubai benchmarks found best (BENCHMARKS.md, SIAL set-ups 2–4): cross-entropy,
+        each click spread over its SLIC superpixel with the sieve, the weights' moving average;
+        300 steps of 128-px crops keep a round near a minute on a CPU."""
+        return cls(TrainingSettings(steps=300, loss="ce", average=0.998), ExpansionSettings())
+
     def check(self) -> None:
         self.training.check()
         if self.expansion is not None:

@@ -33,17 +33,6 @@ from .tasks import EngineTask
 PROJECT_SCOPE = "sial"
 
 
-def default_sial_settings():
-    """SIAL rounds as the Dubai benchmarks found best (BENCHMARKS.md, SIAL set-ups 2–4):
-    cross-entropy, each click spread over its SLIC superpixel with the sieve, the weights'
-    moving average; 300 steps of 128-px crops keep a round near a minute on a CPU."""
-    from backend.session import SparseSettings
-    from backend.sparse_training import SparseSettings as TrainingSettings
-    from backend.superpixels import ExpansionSettings
-
-    return SparseSettings(TrainingSettings(steps=300, loss="ce", average=0.998), ExpansionSettings())
-
-
 class SessionController(QObject):
     changed = pyqtSignal()  # clicks, iterations, patches or maps changed
     busy_changed = pyqtSignal(bool, str)  # a task started (True, what) or ended (False, "")
@@ -53,6 +42,7 @@ class SessionController(QObject):
     def __init__(self, canvas, project: QgsProject | None = None, parent: QObject | None = None):
         super().__init__(parent)
         from backend.disca import DiscaSettings
+        from backend.session import SparseSettings
 
         self.canvas = canvas
         self.project = project or QgsProject.instance()
@@ -62,7 +52,7 @@ class SessionController(QObject):
         self.acquisition = "entropy"
         self.mode = "ac"  # "ac" or "disca"
         self.settings = DiscaSettings()
-        self.sial_settings = default_sial_settings()
+        self.sial_settings = SparseSettings.recommended()
         self.current_class = 0
         self.reference: QgsRasterLayer | None = None
         self.tree_view = None  # QGIS's Layers panel, when there is one: legends are opened in it
