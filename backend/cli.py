@@ -245,7 +245,12 @@ def build_parser() -> argparse.ArgumentParser:
     create_session = actions.add_parser("create", help="start a session on a raster with a model")
     create_session.add_argument("session", type=Path, help="session GeoPackage to create")
     create_session.add_argument("--raster", required=True, type=Path)
-    create_session.add_argument("--model", required=True, type=Path)
+    create_session.add_argument("--model", type=Path, help="model bundle (or --sial --classes)")
+    create_session.add_argument(
+        "--classes",
+        help="with --sial, instead of --model: an untrained network for these classes "
+        "(comma-separated, name or name:#rrggbb), written beside the session as SESSION-model/",
+    )
     create_session.add_argument(
         "--sial",
         action="store_true",
@@ -602,6 +607,21 @@ def _session(args: argparse.Namespace) -> int:
 
         if args.adjust_prior and not args.sial:
             raise UserError("--adjust-prior corrects SIAL rounds: it needs --sial")
+        if args.classes is not None:
+            from .new_model import create_model_for_raster, parse_classes
+
+            if not args.sial or args.model is not None:
+                raise UserError(
+                    "--classes makes a network to learn from clicks: use it with --sial, not --model"
+                )
+            if args.session.exists():
+                raise UserError(f"{args.session} already exists")
+            classes = parse_classes(args.classes)
+            args.model = create_model_for_raster(
+                args.raster, classes, args.session.with_name(f"{args.session.stem}-model")
+            )
+        elif args.model is None:
+            raise UserError("a session needs --model (or --sial --classes for a network learnt from clicks)")
         settings = SparseSettings.recommended() if args.sial else None
         if settings is not None and args.adjust_prior:
             settings = replace(settings, training=replace(settings.training, adjust_prior=True))

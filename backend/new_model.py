@@ -80,6 +80,9 @@ def data_bands(raster: str | Path) -> tuple[int, ...]:
 def create_model_for_raster(raster: str | Path, classes: Sequence[ClassInfo], directory: str | Path) -> Path:
     """An untrained bundle in ``directory`` that reads every data band of ``raster``, without
     click channels: a SIAL network learns from clicks as labels, never as inputs."""
+    directory = Path(directory)
+    if directory.exists() and any(directory.iterdir()):
+        raise UserError(f"{directory} already exists: choose another session name")
     info = inspect_raster(raster)
-    card = fresh_card(classes, Path(directory).name, data_bands(raster), info.dtype, clicks=False)
+    card = fresh_card(classes, directory.name, data_bands(raster), info.dtype, clicks=False)
     return save_bundle(create_bundle(card, seed=0), directory)

@@ -179,3 +179,37 @@ def test_a_session_refuses_a_prior_correction_without_sial_rounds(tmp_path, rast
         "session", "create", out / "s.gpkg", "--raster", raster, "--model", fast_model, "--adjust-prior"
     )
     assert_clean_failure(result, out, "--adjust-prior corrects SIAL rounds: it needs --sial")
+
+
+def test_a_sial_session_makes_its_own_network_for_new_classes(tmp_path, raster):
+    from backend.bundle import read_card
+    from backend.session import Session, SparseSettings
+
+    session = tmp_path / "fields.gpkg"
+    classes = "crop, fallow:#aa8844"
+    created = run_cli("session", "create", session, "--raster", raster, "--sial", "--classes", classes)
+    assert created.returncode == 0, created.stderr
+    card = read_card(tmp_path / "fields-model")
+    assert [(c.name, c.color) for c in card.classes] == [("crop", "#e41a1c"), ("fallow", "#aa8844")]
+    assert not card.clicks.enabled and card.input.bands == (1, 2, 3)
+    opened = Session.open(session, "cpu")
+    assert opened.settings == SparseSettings.recommended()
+    opened.close()
+    again = run_cli("session", "create", session, "--raster", raster, "--sial", "--classes", "a, b")
+    assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        (["--classes", "a, b"], "use it with --sial, not --model"),
+        (["--sial"], "a session needs --model (or --sial --classes"),
+        (["--sial", "--classes", "water"], "at least two class names"),
+    ],
+)
+def test_a_session_without_a_model_is_refused_cleanly(tmp_path, raster, options, message):
+    out = tmp_path / "sessions"
+    out.mkdir()
+    assert_clean_failure(
+        run_cli("session", "create", out / "s.gpkg", "--raster", raster, *options), out, message
+    )
