@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from .errors import UserError
+from .progress import Monitor
 from .raster import RasterSource
 from .superpixels import SparseLabels
 
@@ -116,6 +117,7 @@ def sample_posteriors(
     max_windows: int,
     size: int,
     seed: int,
+    monitor: Monitor | None = None,
 ) -> np.ndarray:
     """The network's posteriors (N × classes) at every fourth pixel, in each direction, of the
     valid pixels of ``sources``: of all of them, read as a grid of ``size``-px windows, or of
@@ -134,8 +136,13 @@ def sample_posteriors(
     if len(grid) > max_windows:
         chosen = np.random.default_rng(seed).choice(len(grid), max_windows, replace=False)
         grid = [grid[k] for k in sorted(chosen)]
+    monitor = monitor or Monitor()
     samples = []
-    for which, row, col in grid:
+    for done, (which, row, col) in enumerate(grid):
+        monitor.check()
+        monitor.report(
+            done / len(grid), f"estimating the imagery's class shares: window {done + 1}/{len(grid)}"
+        )
         info = sources[which].info
         height, width = min(size, info.height - row), min(size, info.width - col)
         probabilities = probabilities_of[which](row, col, height, width)[:, ::4, ::4]
@@ -155,11 +162,12 @@ def estimate_prior_shift(
     window: int,
     max_windows: int = MAX_WINDOWS,
     seed: int = 0,
+    monitor: Monitor | None = None,
 ) -> PriorShift:
     """How far the labels' class shares sit from the imagery's, for the network whose
     probabilities over a window of source i ``probabilities_of[i]`` gives."""
     trained = label_shares(labels, n_classes)
-    posteriors = sample_posteriors(probabilities_of, sources, max_windows, window, seed)
+    posteriors = sample_posteriors(probabilities_of, sources, max_windows, window, seed, monitor)
     estimate, method = robust_shares(posteriors, trained)
     return PriorShift(tuple(float(s) for s in trained), tuple(float(s) for s in estimate), method)
 

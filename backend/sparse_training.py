@@ -234,6 +234,7 @@ class SparseTrainer:
             self.prior.remove(network)
             self.prior = None
         started = time.perf_counter()
+        training_monitor = monitor.scaled(0.0, 0.9) if settings.adjust_prior else monitor
         for step in range(settings.steps):
             monitor.check()
             for group in self.optimizer.param_groups:  # cosine decay within each iteration's training
@@ -274,7 +275,7 @@ class SparseTrainer:
             losses.append(loss.item())
             if step % 10 == 0 or step == settings.steps - 1:
                 elapsed = time.perf_counter() - started
-                monitor.report(
+                training_monitor.report(
                     (step + 1) / settings.steps,
                     f"training step {step + 1}/{settings.steps}, loss {np.mean(losses[-20:]):.3f}, "
                     f"{elapsed / (step + 1):.2f} s/step",
@@ -283,12 +284,17 @@ class SparseTrainer:
             network.load_state_dict(average.module.state_dict())
         network.eval()
         if settings.adjust_prior:
-            monitor.report(1.0, "estimating the imagery's class shares")
             sources, labels = [s for s, _, _ in data], [lbl for _, lbl, _ in data]
             probabilities = [window_probabilities(network, self.card, s, self.device) for s in sources]
             window = self.card.tiling.tile_size
             self.prior = estimate_prior_shift(
-                labels, sources, probabilities, self.card.n_classes, window, seed=settings.seed
+                labels,
+                sources,
+                probabilities,
+                self.card.n_classes,
+                window,
+                seed=settings.seed,
+                monitor=monitor.scaled(0.9, 1.0),
             )
             self.prior.apply(network)
         return losses

@@ -3,8 +3,9 @@ import pytest
 import torch
 
 from backend.bundle import create_bundle
-from backend.errors import UserError
+from backend.errors import Cancelled, UserError
 from backend.prior_shift import PriorShift, estimate_shares, label_shares, robust_shares, sample_posteriors
+from backend.progress import Monitor
 from backend.raster import RasterSource
 from backend.superpixels import SparseLabels
 from tests.helpers import make_card, random_image, write_raster
@@ -94,3 +95,16 @@ def test_the_posteriors_cover_the_valid_imagery_once_unless_capped(tmp_path):
         capped = sample_posteriors([top_rows_are_class_1], [source], 3, 32, seed=5)
         assert 0 < len(capped) < len(posteriors)
         assert np.array_equal(capped, sample_posteriors([top_rows_are_class_1], [source], 3, 32, seed=5))
+
+
+def test_the_estimate_reports_its_progress_and_can_be_cancelled(tmp_path):
+    path = write_raster(tmp_path / "scene.tif", random_image(64, 96))
+    reports: list[float] = []
+    monitor = Monitor(lambda fraction, _: reports.append(fraction), lambda: len(reports) >= 3)
+
+    def uniform(row: int, col: int, height: int, width: int) -> np.ndarray:
+        return np.full((2, height, width), 0.5, np.float32)
+
+    with RasterSource(path, make_card().input) as source, pytest.raises(Cancelled):
+        sample_posteriors([uniform], [source], 400, 32, seed=0, monitor=monitor)  # 2 × 3 windows
+    assert reports == pytest.approx([0, 1 / 6, 2 / 6])
