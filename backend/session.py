@@ -700,7 +700,7 @@ class Session:
             "raster": str(self.raster),
             "clicks": len(self.clicks()),
             "rounds": self.iteration,
-            "disca": asdict(self.settings),
+            ("sial" if isinstance(self.settings, SparseSettings) else "disca"): asdict(self.settings),
             "exported": _now(),
         }
         adapted = card.with_updates(name=f"{card.name}-adapted", provenance=provenance)

@@ -110,6 +110,10 @@ def test_the_dock_starts_a_network_for_new_classes_that_learns_from_clicks_alone
     details = json.loads(controller.session.iterations()[-1].details)
     assert details["settings"]["training"]["steps"] == 10  # SIAL's settings, not DISCA's
     assert details["settings"]["expansion"]["method"] == "slic"
+    from backend.bundle import read_card
+
+    learnt = read_card(controller.export_bundle(tmp_path / "learnt"))
+    assert learnt.provenance["adapted"]["sial"]["training"]["steps"] == 10 and learnt.n_classes == 2
     path = controller.session.path
     dock.sial_steps.setValue(50)
     assert controller.open_session(path, "cpu") and controller.is_sial
