@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -625,9 +626,14 @@ def _session(args: argparse.Namespace) -> int:
         settings = SparseSettings.recommended() if args.sial else None
         if settings is not None and args.adjust_prior:
             settings = replace(settings, training=replace(settings.training, adjust_prior=True))
-        session = Session.create(
-            args.session, args.raster, args.model, args.device, args.starting_weights, settings
-        )
+        try:
+            session = Session.create(
+                args.session, args.raster, args.model, args.device, args.starting_weights, settings
+            )
+        except BaseException:
+            if args.classes is not None:  # the network made for this session: no session uses it
+                shutil.rmtree(args.model, ignore_errors=True)
+            raise
         print(
             f"created {args.session} ({session.info.width} × {session.info.height} px, "
             f"model {session.bundle.card.name})"

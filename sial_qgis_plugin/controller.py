@@ -157,7 +157,10 @@ class SessionController(QObject):
         except UserError as exc:
             self._say(str(exc), Qgis.Warning)
             return False
-        return self._begin(path, source, model_dir, device, self.sial_settings)
+        if self._begin(path, source, model_dir, device, self.sial_settings):
+            return True
+        shutil.rmtree(model_dir, ignore_errors=True)  # no session uses it
+        return False
 
     def _raster_file(self, layer) -> Path | None:
         """The file behind ``layer``, or None (and the reason said) where it cannot be used."""
