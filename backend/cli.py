@@ -198,8 +198,8 @@ def build_parser() -> argparse.ArgumentParser:
     sial.add_argument(
         "--adjust-prior",
         action="store_true",
-        help="after each fit, correct the network for its labels' class shares, estimated for the "
-        "imagery by EM on its own predictions (no ground truth)",
+        help="after each fit, correct the network for its labels' class shares against the imagery's, "
+        "estimated as the mean of its own predictions (no ground truth)",
     )
     sial.add_argument(
         "--clicks-per-class",
