@@ -9,10 +9,10 @@ label: as the mean of the network's own posteriors over the whole training image
 
 That mean is the first step of Saerens, Latinne and Decaestecker's EM ("Adjusting the outputs of
 a classifier to new a priori probabilities", 2002), which :func:`estimate_shares` runs to its
-fixed point for comparison (``python -m benchmarks prior``). On the Dubai SIAL networks EM lands
+fixed point for comparison (``python -m benchmarks prior``). On six Dubai SIAL networks EM lands
 near the true shares, yet correcting all the way to them, the true shares included, lowered
-three networks of five by 1 to 12 mIoU points: their posteriors are not calibrated, so Bayes'
-rule over-corrects them. The mean moves the prior part of the way and gave −2 to +2 points on
+five of the six by 0.3 to 11 mIoU points: their posteriors are not calibrated, so Bayes' rule
+over-corrects them. The mean moves the prior part of the way and gave −2.1 to +2.0 points on
 the same networks (BENCHMARKS.md, SIAL set-up 6).
 
 The adjustment, log(estimated share / label share) per class, is added to the bias of the

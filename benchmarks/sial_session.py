@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from backend.agents import sial_clicks
+from backend.card import ClassInfo
 from backend.evaluation import read_labels, score
-from backend.new_model import create_model_for_raster, parse_classes
+from backend.new_model import create_model_for_raster
 from backend.runtime import resolve_device
 from backend.session import Session, SparseSettings
 from backend.training import TrainingConfig
@@ -58,7 +59,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     say(f"| round | clicks | round training (s) | map (s) | mIoU | IoU {' / '.join(names)} |")
     with tempfile.TemporaryDirectory() as folder:
         path = Path(folder) / "session.gpkg"
-        classes = parse_classes(", ".join(f"{name}:{color}" for name, color in config.classes))
+        classes = [ClassInfo(i, name, color) for i, (name, color) in enumerate(config.classes)]
         model = create_model_for_raster(image, classes, Path(folder) / "session-model")
         session = Session.create(path, image, model, args.device, settings=settings)
         predicted, row = map_and_score(session, truth, names, 0, None)
