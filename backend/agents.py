@@ -65,11 +65,12 @@ def dial_click(predicted: np.ndarray, truth: np.ndarray, patch: Patch) -> Click 
 
 
 def sial_clicks(
-    predicted: np.ndarray, truth: np.ndarray, classes: Sequence[int], per_class: int = 1
+    predicted: np.ndarray | None, truth: np.ndarray, classes: Sequence[int], per_class: int = 1
 ) -> list[Click]:
     """SIAL's clicks: for each class, the centre of its largest missed region (or of its
-    ``per_class`` largest ones)."""
-    wrong = errors(predicted, truth)
+    ``per_class`` largest ones). With no prediction (``None``) every labelled pixel counts as
+    missed, so the clicks sit at the centres of each class's largest regions."""
+    wrong = truth != LABEL_NODATA if predicted is None else errors(predicted, truth)
     clicks = []
     for class_id in classes:
         for row, col in region_centres(wrong & (truth == class_id), per_class):

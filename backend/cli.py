@@ -208,6 +208,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="clicks per class and image each iteration, in its largest missed regions (default 1)",
     )
     sial.add_argument(
+        "--first-clicks",
+        choices=("regions", "untrained"),
+        default="regions",
+        help="what the first iteration's annotator sees: regions: no model yet, so it clicks the "
+        "centres of each class's largest regions (default); untrained: the untrained network's output",
+    )
+    sial.add_argument(
         "--expand",
         choices=("none", "slic", "felzenszwalb"),
         default="none",
@@ -562,6 +569,7 @@ def _sial(args: argparse.Namespace) -> int:
         image_size=args.image_size,
         clicks_per_class=args.clicks_per_class,
         from_scratch=args.from_scratch,
+        first_clicks=args.first_clicks,
         training=training,
         expansion=expansion,
         self_training=args.self_training,

@@ -4,8 +4,11 @@ The training rasters are cut into "images" (``image_size`` windows, like SIAL's 
 each iteration:
 
 1. the annotator looks at every image's prediction and, for each class, clicks once at the
-   centre of that class's largest missed region (SIAL's annotator; iteration 0 looks at the
-   untrained network's output), or once in each of its few largest;
+   centre of that class's largest missed region (SIAL's annotator), or once in each of its few
+   largest. In the first iteration there is no model yet: by default the annotator treats every
+   pixel as missed, so the first clicks sit at the centres of each class's largest regions
+   (``first_clicks="regions"``); ``"untrained"`` has it look at the untrained network's output
+   instead, which ties the first clicks to the network's random initial weights;
 2. the clicks may be spread over their superpixels (LSSQPS), sieved by the same prediction;
 3. the network trains on all labels so far (EWDL or cross-entropy, from scratch at the start,
    then carrying on, or from scratch every iteration);
@@ -52,6 +55,7 @@ class SialParameters:
     image_size: int = 512
     clicks_per_class: int = 1  # the annotator's clicks per class and image each iteration
     from_scratch: bool = False  # each iteration trains a fresh network on all labels, not the last one
+    first_clicks: str = "regions"  # what the first annotator sees: "regions" (no prediction) or "untrained"
     training: SparseSettings = field(default_factory=SparseSettings)
     expansion: ExpansionSettings | None = None
     self_training: float | None = None  # confidence of the pseudo-labels a second fit adds (None: off)
@@ -71,15 +75,21 @@ def _validate(predictor: Predictor, pairs, class_map, names) -> Scores:
 
 
 def _annotate(
-    predicted: np.ndarray, truth: np.ndarray, clicks: list[Click], params: SialParameters, n_classes: int
+    predicted: np.ndarray | None,
+    truth: np.ndarray,
+    clicks: list[Click],
+    params: SialParameters,
+    n_classes: int,
 ) -> int:
-    """SIAL's annotator over every image of one raster: appends its new clicks, returns how many."""
+    """SIAL's annotator over every image of one raster (``predicted`` None: before any model):
+    appends its new clicks, returns how many."""
     seen = {(c.row, c.col) for c in clicks}
     height, width = truth.shape
     before = len(clicks)
     for patch in patch_grid(width, height, params.image_size):
         window = np.s_[patch.row : patch.row + patch.height, patch.col : patch.col + patch.width]
-        for c in sial_clicks(predicted[window], truth[window], range(n_classes), params.clicks_per_class):
+        seen_prediction = None if predicted is None else predicted[window]
+        for c in sial_clicks(seen_prediction, truth[window], range(n_classes), params.clicks_per_class):
             if (c.row + patch.row, c.col + patch.col) not in seen:
                 clicks.append(Click(c.row + patch.row, c.col + patch.col, c.class_id))
                 seen.add((clicks[-1].row, clicks[-1].col))
@@ -131,6 +141,7 @@ def _write(
         "image_size": params.image_size,
         "clicks_per_class": params.clicks_per_class,
         "from_scratch": params.from_scratch,
+        "first_clicks": params.first_clicks,
         "self_training": params.self_training,
         "train_rasters": [Path(i).name for i, _ in config.train],
         "validation_rasters": [Path(i).name for i, _ in config.validation],
@@ -178,13 +189,14 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
         sieving = params.expansion is not None and params.expansion.sieve is not None and iteration > 0
         predictor.keep_probabilities = sieving
         new, labels, quality = 0, [], []
+        blank = iteration == 0 and params.first_clicks == "regions"
         for i, source in enumerate(sources):
-            maps, _ = predict_in_memory(predictor, source)
-            new += _annotate(maps.classes, truths[i], clicks[i], params, card.n_classes)
+            maps = None if blank else predict_in_memory(predictor, source)[0]
+            new += _annotate(None if blank else maps.classes, truths[i], clicks[i], params, card.n_classes)
             if params.expansion is None:
                 labels.append(SparseLabels.from_clicks(clicks[i]))
             else:
-                probabilities = maps.probabilities
+                probabilities = maps.probabilities if sieving else None
                 sieve = (lambda r, c, h, w, p=probabilities: p[:, r : r + h, c : c + w]) if sieving else None
                 labels.append(expand_clicks(source, clicks[i], params.expansion, sieve, superpixels[i]))
             quality.append(label_quality(labels[-1], truths[i]))

@@ -13,12 +13,12 @@ from rasterio.errors import NotGeoreferencedWarning
 from backend.errors import UserError
 from backend.runtime import limit_gdal_cache, tune_allocator
 
-from . import acquisition, clicks, domain_adaptation, memory, pipeline, prior, queries, sial_session
+from . import acquisition, clicks, domain_adaptation, memory, pipeline, prior, queries, seeds, sial_session
 from .options import add_model_and_device
 
 BENCHMARKS: dict[str, ModuleType] = {
     m.NAME: m
-    for m in (pipeline, memory, acquisition, clicks, domain_adaptation, queries, prior, sial_session)
+    for m in (pipeline, memory, acquisition, clicks, domain_adaptation, queries, prior, sial_session, seeds)
 }
 ALL_ORDER = ("pipeline", "acquisition", "memory")
 """``all`` runs the slow one (minutes per size) last."""

@@ -2,6 +2,7 @@ import numpy as np
 
 from backend.agents import dial_click, errors, region_centre, sial_clicks
 from backend.clicks import Click
+from backend.evaluation import LABEL_NODATA
 from backend.tiling import Patch
 
 
@@ -58,3 +59,14 @@ def test_sial_clicks_per_class_visits_the_largest_missed_regions_first():
     assert one == [Click(11, 11, 0)]
     assert two == [Click(11, 11, 0), Click(34, 34, 0)]
     assert [(c.row // 10, c.col // 10) for c in many] == [(1, 1), (3, 3), (5, 5)]  # only three exist
+
+
+def test_sial_clicks_before_any_model_sit_at_the_centres_of_every_class_largest_regions():
+    truth = np.ones((60, 60), dtype=np.uint8)
+    truth[2:22, 2:22] = 0
+    truth[30:40, 30:40] = 0
+    truth[:, 58:] = LABEL_NODATA
+    clicks = sial_clicks(None, truth, classes=[0, 1, 2], per_class=2)
+    assert clicks[:2] == [Click(11, 11, 0), Click(34, 34, 0)]
+    assert [c.class_id for c in clicks[2:]] == [1]  # class 1 is one region; class 2 is absent
+    assert truth[clicks[2].row, clicks[2].col] == 1

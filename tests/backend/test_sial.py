@@ -1,10 +1,12 @@
+import argparse
 import json
 
 import numpy as np
 import pytest
 
 from backend.clicks import Click
-from backend.evaluation import read_labels
+from backend.errors import UserError
+from backend.evaluation import LABEL_NODATA, read_labels
 from backend.raster import RasterSource
 from backend.sample_scene import write_scene
 from backend.sial import SialParameters, run_sial
@@ -84,7 +86,11 @@ def test_the_sial_protocol_learns_from_clicks_alone(scene, tmp_path):
     params = _sial_parameters(scene, tmp_path, training=SparseSettings(steps=30, batch=4, crop=64))
     result = run_sial(params)
     first, second = result["iterations"]
-    assert 0 < first["clicks"] < second["clicks"] <= 2 * 9 * 5  # ≤ one click per class, image and iteration
+    truth = read_labels(scene.labels)
+    images = [truth[r : r + 128, c : c + 128] for r in range(0, 384, 128) for c in range(0, 384, 128)]
+    present = sum(len(np.setdiff1d(image, [LABEL_NODATA])) for image in images)  # one click for each
+    assert result["first_clicks"] == "regions" and first["clicks"] == present
+    assert first["clicks"] < second["clicks"] <= 2 * 9 * 5  # ≤ one click per class, image and iteration
     assert second["clicked_fraction_percent"] < 1.0 and second["added_pixels"] == 0
     assert second["validation_miou"] > 0 and (tmp_path / "out" / "model" / "model.json").is_file()
     written = json.loads((tmp_path / "out" / "sial.json").read_text())
@@ -107,6 +113,31 @@ def test_the_sial_protocol_with_more_clicks_per_class_and_sieved_superpixels(sce
     assert 9 * 5 < second["clicks"] <= 2 * 9 * 5 * 3  # more than one click per class and image
     assert 0 < first["added_pixels"] < second["added_pixels"]
     assert 0 <= second["added_error_rate"] < 0.5
+
+
+def test_the_first_clicks_before_any_model_do_not_depend_on_the_seed(scene, tmp_path):
+    """The untrained network's output is an accident of its initial weights; the first clicks
+    should not be, or every seed of a run trains on different labels."""
+
+    def first_iteration(seed: int, first_clicks: str) -> dict:
+        folder = tmp_path / f"{first_clicks}-{seed}"
+        folder.mkdir()
+        params = _sial_parameters(
+            scene,
+            folder,
+            seed=seed,
+            first_clicks=first_clicks,
+            clicks_per_class=3,
+            training=SparseSettings(steps=1, batch=2, crop=64),
+            expansion=ExpansionSettings(window=48, segment_size=60),
+        )
+        params.iterations = 1
+        return run_sial(params)["iterations"][0]
+
+    zero, one = first_iteration(0, "regions"), first_iteration(1, "regions")
+    assert (zero["clicks"], zero["added_pixels"]) == (one["clicks"], one["added_pixels"])
+    untrained = first_iteration(0, "untrained")  # clicks only where the untrained network is wrong
+    assert (untrained["clicks"], untrained["added_pixels"]) != (zero["clicks"], zero["added_pixels"])
 
 
 def test_sparse_labels_from_clicks():
@@ -347,3 +378,49 @@ def test_colour_jitter_changes_the_image_but_not_its_nodata_or_labels(scene, tmp
     assert np.array_equal(plain_target, jittered_target) and (plain_target != IGNORE).sum() == 2
     with pytest.raises(Exception, match="colour jitter"):
         SparseSettings(colour_jitter=1.5).check()
+
+
+def test_the_seeds_benchmark_picks_by_held_out_points_and_refuses_runs_on_other_labels(
+    scene, tmp_path, monkeypatch
+):
+    from benchmarks import report, seeds
+
+    monkeypatch.setattr(report, "OUT", tmp_path / "benchmarks-out")  # not the real figures' folder
+    runs = []
+    for seed, first_clicks in ((0, "regions"), (1, "regions"), (0, "untrained")):
+        folder = tmp_path / f"{first_clicks}-{seed}"
+        folder.mkdir()
+        training = SparseSettings(steps=3, batch=2, crop=64, seed=seed)
+        params = _sial_parameters(scene, folder, seed=seed, first_clicks=first_clicks, training=training)
+        params.iterations = 1
+        run_sial(params)
+        runs.append(params.out_dir)
+    args = argparse.Namespace(
+        runs=runs[:2],
+        config=runs[0].parent / "config.json",
+        points=300,
+        size=2,
+        corrected=False,
+        seed=0,
+        device="cpu",
+    )
+    data = seeds.run(args)
+    networks, (session,) = data["networks"], data["sessions"]
+    best = max(networks, key=lambda n: n["points_miou"])
+    assert session["picked"] == pytest.approx(best["validation_miou"], abs=0.005)
+    assert session["mean"] == pytest.approx(np.mean([n["validation_miou"] for n in networks]), abs=0.01)
+    assert 0 < session["ensemble"] <= 100 and (tmp_path / "benchmarks-out" / "seeds.json").is_file()
+    with pytest.raises(UserError, match="share their labels"):
+        seeds.run(argparse.Namespace(**{**vars(args), "runs": runs[1:]}))
+
+
+def test_held_out_points_are_labelled_pixels_spread_over_the_rasters_by_their_size():
+    from benchmarks.seeds import held_out_points
+
+    small, large = np.full((10, 10), LABEL_NODATA, np.uint8), np.zeros((100, 100), np.uint8)
+    small[:5] = 1
+    points = held_out_points([small, large], 400, seed=3)
+    assert sum(len(p) for p in points) == 400 and len(points[0]) < 10
+    assert (small.ravel()[points[0]] == 1).all() and len(np.unique(points[1])) == len(points[1])
+    again = held_out_points([small, large], 400, seed=3)
+    assert all((a == b).all() for a, b in zip(points, again, strict=True))
