@@ -209,7 +209,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sial.add_argument(
         "--first-clicks",
-        choices=("regions", "untrained"),
+        choices=("regions", "untrained"),  # backend.sial.FIRST_CLICKS, not imported here: it loads torch
         default="regions",
         help="what the first iteration's annotator sees: regions: no model yet, so it clicks the "
         "centres of each class's largest regions (default); untrained: the untrained network's output",

@@ -36,6 +36,7 @@ from .agents import sial_clicks
 from .bundle import ModelBundle, create_bundle, load_bundle, save_bundle
 from .card import ClickEncoding
 from .clicks import Click
+from .errors import UserError
 from .evaluation import LABEL_NODATA, Scores, predict_in_memory, read_labels, score
 from .inference import Predictor
 from .progress import Monitor
@@ -45,6 +46,9 @@ from .sparse_training import IGNORE, SparseSettings, SparseTrainer, confident_ps
 from .superpixels import ExpansionSettings, SparseLabels, SuperpixelCache, expand_clicks, label_quality
 from .tiling import patch_grid
 from .training import TrainingConfig
+
+FIRST_CLICKS = ("regions", "untrained")
+"""What the first iteration's annotator sees: no prediction at all, or the untrained network's."""
 
 
 @dataclass
@@ -88,8 +92,8 @@ def _annotate(
     before = len(clicks)
     for patch in patch_grid(width, height, params.image_size):
         window = np.s_[patch.row : patch.row + patch.height, patch.col : patch.col + patch.width]
-        seen_prediction = None if predicted is None else predicted[window]
-        for c in sial_clicks(seen_prediction, truth[window], range(n_classes), params.clicks_per_class):
+        shown = None if predicted is None else predicted[window]
+        for c in sial_clicks(shown, truth[window], range(n_classes), params.clicks_per_class):
             if (c.row + patch.row, c.col + patch.col) not in seen:
                 clicks.append(Click(c.row + patch.row, c.col + patch.col, c.class_id))
                 seen.add((clicks[-1].row, clicks[-1].col))
@@ -153,6 +157,9 @@ def _write(
 
 def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str, Any]:
     monitor = monitor or Monitor()
+    if params.first_clicks not in FIRST_CLICKS:
+        choices = ", ".join(FIRST_CLICKS)
+        raise UserError(f"the first clicks must be one of {choices}, not {params.first_clicks!r}")
     config, device = params.config, resolve_device(params.device)
     card = config.card().with_updates(name=f"{config.name}-sial", clicks=ClickEncoding(enabled=False))
     names = [c.name for c in card.classes]

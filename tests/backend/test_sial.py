@@ -424,3 +424,9 @@ def test_held_out_points_are_labelled_pixels_spread_over_the_rasters_by_their_si
     assert (small.ravel()[points[0]] == 1).all() and len(np.unique(points[1])) == len(points[1])
     again = held_out_points([small, large], 400, seed=3)
     assert all((a == b).all() for a, b in zip(points, again, strict=True))
+
+
+def test_an_unknown_first_clicks_setting_is_one_clear_error(scene, tmp_path):
+    params = _sial_parameters(scene, tmp_path, first_clicks="random")
+    with pytest.raises(UserError, match="regions, untrained"):
+        run_sial(params)
