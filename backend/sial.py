@@ -199,11 +199,13 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
         blank = iteration == 0 and params.first_clicks == "regions"
         for i, source in enumerate(sources):
             maps = None if blank else predict_in_memory(predictor, source)[0]
-            new += _annotate(None if blank else maps.classes, truths[i], clicks[i], params, card.n_classes)
+            new += _annotate(
+                None if maps is None else maps.classes, truths[i], clicks[i], params, card.n_classes
+            )
             if params.expansion is None:
                 labels.append(SparseLabels.from_clicks(clicks[i]))
             else:
-                probabilities = maps.probabilities if sieving else None
+                probabilities = maps.probabilities if sieving else None  # sieving: never the first iteration
                 sieve = (lambda r, c, h, w, p=probabilities: p[:, r : r + h, c : c + w]) if sieving else None
                 labels.append(expand_clicks(source, clicks[i], params.expansion, sieve, superpixels[i]))
             quality.append(label_quality(labels[-1], truths[i]))

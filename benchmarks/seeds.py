@@ -14,7 +14,8 @@ ways to stop a session depending on that draw, both measured here on runs made w
 Each subset of ``--size`` runs is one such session; the figures are the mean, lowest and highest
 over all subsets. The networks are scored as the runs left them, minus any class-prior
 correction (``--corrected`` keeps it). The held-out points are drawn from all labelled pixels,
-so about 1 % of them fall on a run's superpixel labels; they are not added to the clicks.
+so about as many of them as the runs' labels cover (1.2 % on Dubai) are expected to fall on
+them; they are not added to the clicks.
 """
 
 from __future__ import annotations
@@ -56,14 +57,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _same_labels(runs: list[Path]) -> list[dict[str, Any]]:
-    """The runs' records, refusing runs whose labels differ (their ensemble would count more
-    clicks than any of them)."""
+    """The runs' records, refusing runs whose labels may differ (their ensemble would count more
+    clicks than any of them): only a first iteration placed before any model is the same for
+    every seed; later iterations click where each network errs."""
+    missing = [str(run) for run in runs if not (run / "sial.json").is_file() or not (run / "model").is_dir()]
+    if missing:
+        raise UserError(f"not the output folder of a finished SIAL run: {', '.join(missing)}")
     records = [json.loads((run / "sial.json").read_text()) for run in runs]
     labels = {
-        (r.get("first_clicks"), r["iterations"][-1]["clicks"], r["iterations"][-1]["added_pixels"])
+        (r.get("first_clicks"), r["iterations"][0]["clicks"], r["iterations"][0]["added_pixels"])
         for r in records
     }
-    if len(labels) > 1 or records[0].get("first_clicks") != "regions":
+    if (
+        len(labels) > 1
+        or records[0].get("first_clicks") != "regions"
+        or any(len(r["iterations"]) > 1 for r in records)
+    ):
         raise UserError(
             "the runs must share their labels: one-iteration runs made with --first-clicks regions"
         )

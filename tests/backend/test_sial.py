@@ -412,6 +412,8 @@ def test_the_seeds_benchmark_picks_by_held_out_points_and_refuses_runs_on_other_
     assert 0 < session["ensemble"] <= 100 and (tmp_path / "benchmarks-out" / "seeds.json").is_file()
     with pytest.raises(UserError, match="share their labels"):
         seeds.run(argparse.Namespace(**{**vars(args), "runs": runs[1:]}))
+    with pytest.raises(UserError, match="not the output folder"):
+        seeds.run(argparse.Namespace(**{**vars(args), "runs": [runs[0], tmp_path]}))
 
 
 def test_held_out_points_are_labelled_pixels_spread_over_the_rasters_by_their_size():
