@@ -191,6 +191,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="the dense training's colour jitter on the training crops, e.g. 0.15 (default: off)",
     )
     sial.add_argument(
+        "--max-scale",
+        type=float,
+        default=1.0,
+        help="read each training crop at a scale drawn between 1/MAX and MAX, as the dense training "
+        "does with 1.33 (default 1: off)",
+    )
+    sial.add_argument(
+        "--consistency",
+        type=float,
+        default=0.0,
+        help="weight of a consistency term on the unlabelled pixels: crops pasted into each other "
+        "(CutMix) must keep the classes the weights' moving average is confident of; needs --average "
+        "(default 0: off)",
+    )
+    sial.add_argument(
+        "--affinity",
+        type=float,
+        default=0.0,
+        help="weight of a colour-affinity term: neighbouring pixels of one colour share a class "
+        "(default 0: off)",
+    )
+    sial.add_argument(
         "--balance-classes",
         action="store_true",
         help="centre training crops on every class equally often, not on every labelled pixel",
@@ -558,6 +580,9 @@ def _sial(args: argparse.Namespace) -> int:
         drop_noisy=args.drop_noisy,
         colour_jitter=args.colour_jitter,
         balance_classes=args.balance_classes,
+        max_scale=args.max_scale,
+        consistency=args.consistency,
+        affinity=args.affinity,
         adjust_prior=args.adjust_prior,
         seed=args.seed,
     )

@@ -46,3 +46,39 @@ def error_weighted_dice(
 
 def anchor_l1(probabilities: torch.Tensor, initial: torch.Tensor) -> torch.Tensor:
     return (probabilities - initial).abs().mean()
+
+
+def confident_consistency(
+    logits: torch.Tensor, teacher: torch.Tensor, unlabelled: torch.Tensor, threshold: float
+) -> torch.Tensor:
+    """Cross-entropy to a teacher's confident classes (FixMatch's unlabelled term): over the
+    ``unlabelled`` pixels (B × H × W) where the teacher's probabilities (B × C × H × W) reach
+    ``threshold``, averaged over all unlabelled pixels, so an unsure teacher asks for little."""
+    confidence, pseudo = teacher.max(dim=1)
+    use = unlabelled & (confidence >= threshold)
+    per_pixel = F.cross_entropy(logits, pseudo, reduction="none")
+    return (per_pixel * use).sum() / unlabelled.sum().clamp(min=1)
+
+
+def colour_affinity(
+    logits: torch.Tensor, colours: torch.Tensor, valid: torch.Tensor, dilation: int, max_distance: float
+) -> torch.Tensor:
+    """BoxInst's pairwise term: neighbouring pixels (``dilation`` apart, all 8 directions) whose
+    colours (B × bands × H × W, in [0, 1]) lie within ``max_distance`` of each other should share a
+    class: −log P(same class), averaged over those pairs. It carries labels along homogeneous
+    ground, up to the edges a superpixel may have cut across."""
+    log_p = F.log_softmax(logits, dim=1)
+    height, width = logits.shape[-2:]
+    d = dilation
+    total, count = logits.new_zeros(()), logits.new_zeros(())
+    for dy, dx in ((0, d), (d, 0), (d, d), (d, -d)):  # the other four directions are the same pairs
+        rows_a, rows_b = slice(0, height - dy), slice(dy, height)
+        cols_a = slice(max(0, -dx), width - max(0, dx))
+        cols_b = slice(max(0, dx), width - max(0, -dx))
+        a, b = (..., rows_a, cols_a), (..., rows_b, cols_b)
+        close = (colours[a] - colours[b]).norm(dim=1) <= max_distance
+        pairs = close & valid[a] & valid[b]
+        same = torch.logsumexp(log_p[a] + log_p[b], dim=1)
+        total = total - (same * pairs).sum()
+        count = count + pairs.sum()
+    return total / count.clamp(min=1)

@@ -17,6 +17,17 @@ labels, a road click's superpixel a few dozen).
 Self-training: a fit may also take pseudo-labels, the pixels a previous network was confident
 about (:func:`confident_pseudo_labels`), which fill the crops around the labels where nothing
 else labels them; the small-loss selection treats them like the superpixel-added labels.
+``max_scale`` brings over the dense training's third habit, scale augmentation: each crop is
+read from a window up to that factor larger or smaller and resized, and every label in the window
+lands on the resized crop, however sparse (a click is one pixel; nearest-neighbour resizing
+would drop it).
+Two terms learn from the unlabelled pixels, which are most of every crop. ``consistency``
+(FixMatch's unlabelled term with a mean teacher, CutMix as the perturbation, as in French et
+al. 2020): the weights' moving average predicts each crop, crops are pasted into each other, and
+the network must give the pasted crops the classes the average was confident of. ``affinity``
+(BoxInst's pairwise term, Tian et al. 2021): neighbouring pixels of nearly the same colour should
+share a class, which carries each label along homogeneous ground to the nearest edge. Both wait
+for the network to learn something first (:func:`unlabelled_ramp`).
 ``adjust_prior`` ends each fit by correcting the network for the class shares of its labels
 (:mod:`.prior_shift`); the next fit takes the correction out again before it trains on.
 
@@ -42,7 +53,7 @@ from torch.optim.swa_utils import AveragedModel
 from .card import ModelCard
 from .disca import anchor_from
 from .errors import UserError
-from .losses import anchor_l1, error_weighted_dice
+from .losses import anchor_l1, colour_affinity, confident_consistency, error_weighted_dice
 from .network import freeze_batchnorm, softmax_probabilities
 from .outputs import CLASS_NODATA
 from .prior_shift import PriorShift, estimate_prior_shift
@@ -52,6 +63,8 @@ from .superpixels import SparseLabels
 from .training import colour_jitter
 
 IGNORE = 255
+AFFINITY_DILATION = 2  # neighbours this many pixels apart (BoxInst's choice)
+AFFINITY_DISTANCE = 0.04  # colours closer than this (about 10 of 255 per band) count as one surface
 
 
 @dataclass(frozen=True)
@@ -70,6 +83,10 @@ class SparseSettings:
     drop_noisy: float = 0.0  # share of superpixel-added labels left out per batch, the worst-fitted
     colour_jitter: float = 0.0  # strength of the dense training's colour jitter (0: none)
     balance_classes: bool = False  # centre crops on every labelled class equally often
+    max_scale: float = 1.0  # crops read at a scale drawn log-uniformly in [1 / max_scale, max_scale]
+    consistency: float = 0.0  # weight of the moving average's CutMix consistency on unlabelled pixels
+    consistency_threshold: float = 0.9  # the moving average's confidence a pseudo-label needs
+    affinity: float = 0.0  # weight of the colour-affinity term (neighbours of one colour share a class)
     adjust_prior: bool = False  # correct the output for the labels' class shares (prior_shift.py)
 
     def check(self) -> None:
@@ -83,6 +100,14 @@ class SparseSettings:
             raise UserError(f"the share of added labels to drop must lie in [0, 1), not {self.drop_noisy}")
         if not 0.0 <= self.colour_jitter < 1.0:
             raise UserError(f"the colour jitter must lie in [0, 1), not {self.colour_jitter}")
+        if self.consistency < 0 or self.affinity < 0:
+            raise UserError("the consistency and affinity weights cannot be negative")
+        if self.consistency and not self.average:
+            raise UserError("the consistency term's teacher is the weights' moving average: it needs average")
+        if not 0.0 < self.consistency_threshold <= 1.0:
+            raise UserError(f"the consistency threshold must lie in (0, 1], not {self.consistency_threshold}")
+        if not 1.0 <= self.max_scale <= 2.0:
+            raise UserError(f"the largest crop scale must lie in [1, 2], not {self.max_scale}")
 
 
 def _moving_average(network: nn.Module, decay: float) -> AveragedModel:
@@ -135,26 +160,32 @@ class SparseTrainer:
 
     def _crop(
         self, source: RasterSource, labels: SparseLabels, index: int, pseudo: np.ndarray | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """(image, target with IGNORE where unlabelled, clicked mask) of one jittered, turned crop."""
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(image, target with IGNORE where unlabelled, clicked mask, validity) of one jittered,
+        turned crop."""
         size, info = self.settings.crop, source.info
-        jitter = self.rng.integers(-size // 4, size // 4 + 1, size=2)
-        row = int(np.clip(labels.rows[index] - size // 2 + jitter[0], 0, max(info.height - size, 0)))
-        col = int(np.clip(labels.cols[index] - size // 2 + jitter[1], 0, max(info.width - size, 0)))
-        image, valid = source.read_normalized(row, col, size, size)
-        target = np.full((size, size), IGNORE, dtype=np.int64)
+        side = self._side(size, info.height, info.width)
+        jitter = self.rng.integers(-side // 4, side // 4 + 1, size=2)
+        row = int(np.clip(labels.rows[index] - side // 2 + jitter[0], 0, max(info.height - side, 0)))
+        col = int(np.clip(labels.cols[index] - side // 2 + jitter[1], 0, max(info.width - side, 0)))
+        image, valid = source.read_normalized(row, col, side, side)
+        target = np.full((side, side), IGNORE, dtype=np.int64)
         if pseudo is not None:  # the sparse labels below take precedence
-            window = pseudo[row : row + size, col : col + size]
+            window = pseudo[row : row + side, col : col + side]
             target[: window.shape[0], : window.shape[1]] = window
         inside = (
             (labels.rows >= row)
-            & (labels.rows < row + size)
+            & (labels.rows < row + side)
             & (labels.cols >= col)
-            & (labels.cols < col + size)
+            & (labels.cols < col + side)
         )
-        target[labels.rows[inside] - row, labels.cols[inside] - col] = labels.classes[inside]
+        rows, cols = labels.rows[inside] - row, labels.cols[inside] - col
+        if side != size:  # every label lands on the resized crop, however sparse (no nearest-neighbour loss)
+            image, valid, target = _resize(image, size), _resize(valid, size), _resize(target, size)
+            rows, cols = (rows * size) // side, (cols * size) // side
+        target[rows, cols] = labels.classes[inside]
         clicked = np.zeros((size, size), dtype=bool)
-        clicked[labels.rows[inside] - row, labels.cols[inside] - col] = labels.clicked[inside]
+        clicked[rows, cols] = labels.clicked[inside]
         turns = int(self.rng.integers(0, 4))
         image = np.rot90(image, turns, (1, 2))
         target, clicked, valid = np.rot90(target, turns), np.rot90(clicked, turns), np.rot90(valid, turns)
@@ -165,7 +196,32 @@ class SparseTrainer:
             image = self._jitter(image, valid)
         if self.card.clicks.enabled:  # a model with click channels trains with them empty
             image = np.concatenate([image, np.zeros((self.card.n_classes, size, size), np.float32)])
-        return np.ascontiguousarray(image), np.ascontiguousarray(target), np.ascontiguousarray(clicked)
+        return tuple(np.ascontiguousarray(a) for a in (image, target, clicked, valid))
+
+    def _batch(self, centre: Callable[[], tuple[int, int]], data) -> tuple[torch.Tensor, ...]:
+        """(images, targets, clicked, validity) of ``batch`` crops, on the device."""
+        crops = []
+        for _ in range(self.settings.batch):
+            which, index = centre()
+            source, labels, around = data[which]
+            crops.append(self._crop(source, labels, index, around))
+        return tuple(torch.from_numpy(np.stack(parts)).to(self.device) for parts in zip(*crops, strict=True))
+
+    def _unit_colours(self, x: torch.Tensor) -> torch.Tensor:
+        """The data bands of a normalised batch back in the [0, 1] range normalisation maps from."""
+        norm, bands = self.card.input.normalization, len(self.card.input.bands)
+        mean = torch.tensor(norm.mean, dtype=x.dtype, device=x.device)[None, :, None, None]
+        std = torch.tensor(norm.std, dtype=x.dtype, device=x.device)[None, :, None, None]
+        return x[:, :bands] * std + mean
+
+    def _side(self, size: int, height: int, width: int) -> int:
+        """The side of the window a crop is read from: ``size`` scaled (the dense training's scale
+        augmentation), never more than the raster holds, never less than ``size`` when it is larger."""
+        if self.settings.max_scale == 1.0:
+            return size
+        log_scale = np.log(self.settings.max_scale)
+        side = round(size * float(np.exp(self.rng.uniform(-log_scale, log_scale))))
+        return min(side, max(size, min(height, width)))
 
     def _jitter(self, image: np.ndarray, valid: np.ndarray) -> np.ndarray:
         """The dense training's colour jitter, applied in the [0, 1] range normalisation maps from."""
@@ -228,7 +284,13 @@ class SparseTrainer:
         if settings.freeze_batchnorm:
             freeze_batchnorm(network)
         dtype = _autocast(self.device)
+
+        def half_precision() -> torch.autocast:
+            return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
         average = _moving_average(network, settings.average) if settings.average else None
+        if average is not None:
+            average.module.eval()  # as a teacher it predicts like the network it becomes, without batch stats
         losses = []
         if self.prior is not None:  # train on from the network as its labels left it
             self.prior.remove(network)
@@ -239,20 +301,18 @@ class SparseTrainer:
             monitor.check()
             for group in self.optimizer.param_groups:  # cosine decay within each iteration's training
                 group["lr"] = settings.learning_rate * 0.5 * (1 + math.cos(math.pi * step / settings.steps))
-            crops = []
-            for _ in range(settings.batch):
-                which, index = centre()
-                source, labels, around = data[which]
-                crops.append(self._crop(source, labels, index, around))
-            x = torch.from_numpy(np.stack([c[0] for c in crops])).to(self.device)
-            x = x.contiguous(memory_format=torch.channels_last)
-            y = torch.from_numpy(np.stack([c[1] for c in crops])).to(self.device)
-            with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
-                logits = network(x)
+            x, y, clicked, valid = self._batch(centre, data)
+            teacher = None
+            if settings.consistency:  # the average's view of the crops, then crops pasted into each other
+                with torch.no_grad(), half_precision():
+                    teacher = average.module(x).float().softmax(dim=1)
+                pasted = cutmix_masks(len(x), x.shape[-1], self.rng).to(self.device)
+                x, y, clicked, valid, teacher = (paste(t, pasted) for t in (x, y, clicked, valid, teacher))
+            with half_precision():
+                logits = network(x.contiguous(memory_format=torch.channels_last))
             logits = logits.float()
             labelled = y != IGNORE
             if settings.drop_noisy:  # reaches its full share half-way through the steps
-                clicked = torch.from_numpy(np.stack([c[2] for c in crops])).to(self.device)
                 with torch.no_grad():
                     per_pixel = F.cross_entropy(logits, y, ignore_index=IGNORE, reduction="none")
                 share = settings.drop_noisy * min(1.0, 2 * step / settings.steps)
@@ -265,6 +325,17 @@ class SparseTrainer:
                 loss = error_weighted_dice(
                     logits, index, y[index[:, 0], index[:, 1], index[:, 2]], settings.error_weight
                 )
+            ramp = unlabelled_ramp(step, settings.steps)
+            if teacher is not None and ramp:
+                unlabelled = valid & (y == IGNORE)
+                threshold = settings.consistency_threshold
+                loss = loss + ramp * settings.consistency * confident_consistency(
+                    logits, teacher, unlabelled, threshold
+                )
+            if settings.affinity and ramp:
+                colours = self._unit_colours(x)
+                affinity = colour_affinity(logits, colours, valid, AFFINITY_DILATION, AFFINITY_DISTANCE)
+                loss = loss + ramp * settings.affinity * affinity
             if self.anchor is not None:  # hold the network to where it started, away from the labels
                 loss = loss + settings.anchor_weight * anchor_l1(logits.softmax(dim=1), self.anchor(x))
             self.optimizer.zero_grad(set_to_none=True)
@@ -298,6 +369,45 @@ class SparseTrainer:
             )
             self.prior.apply(network)
         return losses
+
+
+def unlabelled_ramp(step: int, steps: int) -> float:
+    """How much the terms on unlabelled pixels count: nothing over the first fifth of the steps,
+    while the network (and its moving average, the teacher) knows nothing yet, fully from two fifths."""
+    return float(np.clip((step / steps - 0.2) / 0.2, 0.0, 1.0))
+
+
+def cutmix_masks(batch: int, size: int, rng: np.random.Generator) -> torch.Tensor:
+    """One box per crop (B × 1 × size × size, True inside) covering a fifth to a half of it, where
+    CutMix pastes the next crop of the batch."""
+    masks = torch.zeros((batch, 1, size, size), dtype=torch.bool)
+    for mask in masks:
+        area, aspect = rng.uniform(0.2, 0.5) * size * size, np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
+        height = min(size, round(np.sqrt(area * aspect)))
+        width = min(size, round(area / height))
+        row, col = rng.integers(0, size - height + 1), rng.integers(0, size - width + 1)
+        mask[:, row : row + height, col : col + width] = True
+    return masks
+
+
+def paste(batch: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
+    """Each crop with the next crop of the batch pasted inside its box (CutMix)."""
+    where = masks if batch.ndim == 4 else masks[:, 0]
+    return torch.where(where, batch.roll(1, dims=0), batch)
+
+
+def _resize(array: np.ndarray, size: int) -> np.ndarray:
+    """A crop resized to ``size`` × ``size``: an image (bands × h × w) bilinearly, antialiased
+    when shrunk; a validity mask or a target (h × w) by nearest neighbour."""
+    if array.ndim == 3:
+        image = torch.from_numpy(np.ascontiguousarray(array))[None]
+        shrink = array.shape[-1] > size
+        resized = F.interpolate(
+            image, size=(size, size), mode="bilinear", align_corners=False, antialias=shrink
+        )
+        return resized[0].numpy()
+    indices = (np.arange(size) * array.shape[0]) // size
+    return array[np.ix_(indices, indices)]
 
 
 def window_probabilities(network: nn.Module, card: ModelCard, source: RasterSource, device: torch.device):

@@ -252,7 +252,7 @@ def test_training_crops_mark_the_clicked_pixels_where_the_click_classes_are(scen
     trainer = SparseTrainer(create_bundle(card).network, card, torch.device("cpu"), settings)
     with RasterSource(scene.image, card.input) as source:
         for index in range(len(labels)):
-            _, target, clicked = trainer._crop(source, labels, index)
+            _, target, clicked, _ = trainer._crop(source, labels, index)
             assert (target != IGNORE).sum() == 4 and clicked.sum() == 2  # every label, wherever it turned
             assert sorted(target[clicked].tolist()) == [1, 4]
 
@@ -280,7 +280,7 @@ def test_training_crops_fill_in_pseudo_labels_where_nothing_else_labels(scene):
     card = make_card()
     trainer = SparseTrainer(create_bundle(card).network, card, torch.device("cpu"), SparseSettings(crop=128))
     with RasterSource(scene.image, card.input) as source:
-        _, target, clicked = trainer._crop(source, labels, 0, pseudo)
+        _, target, clicked, _ = trainer._crop(source, labels, 0, pseudo)
     assert target[clicked].tolist() == [4]
     assert (target == 2).sum() == 128 * 128 - 1  # the crop lies within the pseudo-labelled columns
 
@@ -371,7 +371,7 @@ def test_colour_jitter_changes_the_image_but_not_its_nodata_or_labels(scene, tmp
         trainer = SparseTrainer(create_bundle(card).network, card, torch.device("cpu"), settings)
         with RasterSource(holed, card.input) as source:
             crops[jitter] = trainer._crop(source, labels, 0)
-    (plain, plain_target, _), (jittered, jittered_target, _) = crops[0.0], crops[0.3]
+    (plain, plain_target, _, _), (jittered, jittered_target, _, _) = crops[0.0], crops[0.3]
     nodata = np.all(plain[:3] == 0, axis=0)
     assert nodata.sum() >= 20 * 20 and np.all(jittered[:3, nodata] == 0)  # nodata stays the network's 0
     assert np.abs(jittered[:3, ~nodata] - plain[:3, ~nodata]).mean() > 0.05
