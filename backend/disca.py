@@ -28,7 +28,7 @@ from .card import ModelCard
 from .clicks import Click, encode_clicks
 from .errors import UserError
 from .losses import anchor_l1, click_cross_entropy, error_weighted_dice
-from .network import freeze_batchnorm, softmax_probabilities
+from .network import bfloat16_if_supported, freeze_batchnorm, softmax_probabilities
 from .progress import Monitor
 from .raster import RasterSource
 
@@ -231,7 +231,7 @@ class Disca:
         freeze_batchnorm(network)
         parameters = [p for p in network.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(parameters, lr=settings.learning_rate, momentum=settings.momentum)
-        dtype = _autocast_dtype(self.device)
+        dtype = bfloat16_if_supported(self.device)
         report = RetrainReport(settings.steps, x.shape[0], len(clicks), 0.0)
         try:
             for step in range(settings.steps):
@@ -284,9 +284,3 @@ def _clicks_in(
     picked = index[keep].clone()
     picked[:, 0] = place[picked[:, 0]]
     return picked, classes[keep]
-
-
-def _autocast_dtype(device: torch.device) -> torch.dtype | None:
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None

@@ -87,6 +87,14 @@ def dropout_features(features: list[torch.Tensor], masks: DropoutMasks) -> list[
     return [features[0]] + [feature * masks.scale(feature) for feature in features[1:]]
 
 
+def bfloat16_if_supported(device: torch.device) -> torch.dtype | None:
+    """bfloat16 where the device computes it natively (AVX-512 bf16 CPUs, recent GPUs), else None
+    for float32: emulated bfloat16 would be slower than float32, not faster."""
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
+    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
+
+
 def freeze_batchnorm(network: nn.Module) -> None:
     """Keep BatchNorm statistics and affine parameters fixed (DISCA retraining on a few pixels)."""
     for module in network.modules():

@@ -54,7 +54,7 @@ from .card import ModelCard
 from .disca import anchor_from
 from .errors import UserError
 from .losses import anchor_l1, colour_affinity, confident_consistency, error_weighted_dice
-from .network import freeze_batchnorm, softmax_probabilities
+from .network import bfloat16_if_supported, freeze_batchnorm, softmax_probabilities
 from .outputs import CLASS_NODATA
 from .prior_shift import PriorShift, estimate_prior_shift
 from .progress import Monitor
@@ -139,12 +139,6 @@ def confident_pseudo_labels(classes: np.ndarray, probabilities: np.ndarray, thre
     network's probability for it reaches ``threshold`` and the image has data."""
     confident = (probabilities.max(axis=0) >= threshold) & (classes != CLASS_NODATA)
     return np.where(confident, classes, IGNORE).astype(np.uint8)
-
-
-def _autocast(device: torch.device) -> torch.dtype | None:
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
 class SparseTrainer:
@@ -283,7 +277,7 @@ class SparseTrainer:
             parameter.requires_grad_(True)
         if settings.freeze_batchnorm:
             freeze_batchnorm(network)
-        dtype = _autocast(self.device)
+        dtype = bfloat16_if_supported(self.device)
 
         def half_precision() -> torch.autocast:
             return torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None)

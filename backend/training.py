@@ -36,7 +36,7 @@ from .clicks import Click, encode_clicks
 from .errors import UserError
 from .evaluation import LABEL_NODATA, Scores, predict_in_memory, read_labels, score
 from .inference import Predictor
-from .network import build_network
+from .network import bfloat16_if_supported, build_network
 from .progress import Monitor
 from .raster import RasterSource
 from .runtime import describe_device, resolve_device
@@ -268,12 +268,10 @@ def learning_rate_factor(step: int, config: TrainingConfig) -> float:
 def autocast_dtype(config: TrainingConfig, device: torch.device) -> torch.dtype | None:
     if config.precision == "fp32":
         return None
-    if device.type == "cuda":
-        return torch.bfloat16 if torch.cuda.is_bf16_supported() else None
-    supported = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
-    if config.precision == "bf16" and not supported:
-        raise UserError("precision bf16 was asked for but this CPU has no bf16 support")
-    return torch.bfloat16 if supported else None
+    dtype = bfloat16_if_supported(device)
+    if config.precision == "bf16" and dtype is None:
+        raise UserError(f"precision bf16 was asked for but this {device.type} device has no bf16 support")
+    return dtype
 
 
 def validate(
