@@ -192,7 +192,11 @@ class SparseTrainer:
             image = np.concatenate([image, np.zeros((self.card.n_classes, size, size), np.float32)])
         return tuple(np.ascontiguousarray(a) for a in (image, target, clicked, valid))
 
-    def _batch(self, centre: Callable[[], tuple[int, int]], data) -> tuple[torch.Tensor, ...]:
+    def _batch(
+        self,
+        centre: Callable[[], tuple[int, int]],
+        data: Sequence[tuple[RasterSource, SparseLabels, np.ndarray | None]],
+    ) -> tuple[torch.Tensor, ...]:
         """(images, targets, clicked, validity) of ``batch`` crops, on the device."""
         crops = []
         for _ in range(self.settings.batch):
@@ -373,7 +377,7 @@ def unlabelled_ramp(step: int, steps: int) -> float:
 
 def cutmix_masks(batch: int, size: int, rng: np.random.Generator) -> torch.Tensor:
     """One box per crop (B × 1 × size × size, True inside) covering a fifth to a half of it, where
-    CutMix pastes the next crop of the batch."""
+    CutMix pastes another crop of the batch."""
     masks = torch.zeros((batch, 1, size, size), dtype=torch.bool)
     for mask in masks:
         area, aspect = rng.uniform(0.2, 0.5) * size * size, np.exp(rng.uniform(np.log(0.5), np.log(2.0)))
@@ -385,7 +389,8 @@ def cutmix_masks(batch: int, size: int, rng: np.random.Generator) -> torch.Tenso
 
 
 def paste(batch: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
-    """Each crop with the next crop of the batch pasted inside its box (CutMix)."""
+    """Each crop with the previous crop of the batch (the last one for the first) pasted inside its
+    box (CutMix)."""
     where = masks if batch.ndim == 4 else masks[:, 0]
     return torch.where(where, batch.roll(1, dims=0), batch)
 

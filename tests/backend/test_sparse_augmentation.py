@@ -66,7 +66,7 @@ def test_without_the_scale_range_crops_are_read_at_their_own_size():
         SparseSettings(max_scale=0.5).check()
 
 
-def test_cutmix_pastes_the_next_crop_into_a_box_of_a_fifth_to_a_half():
+def test_cutmix_pastes_the_previous_crop_into_a_box_of_a_fifth_to_a_half():
     masks = cutmix_masks(200, 64, np.random.default_rng(0))
     shares = masks.float().mean(dim=(1, 2, 3))
     assert shares.min() >= 0.18 and shares.max() <= 0.52
