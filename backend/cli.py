@@ -255,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="after each iteration's fit, train a fresh network on the labels plus the pixels "
         "the first was at least this confident about (pseudo-labels), e.g. 0.9 (default: off)",
     )
+    sial.add_argument(
+        "--dense-labels",
+        action="store_true",
+        help="no annotator: one fit of the same training on every labelled pixel, the dense "
+        "reference at this protocol's budget (one iteration, no --expand)",
+    )
     sial.add_argument("--reference", type=Path, help="a densely trained bundle of the same network")
     sial.add_argument("--image-size", type=int, default=512, help="the annotator's image size (default 512)")
     bench.add_argument("--seed", type=int, default=0)
@@ -598,12 +604,15 @@ def _sial(args: argparse.Namespace) -> int:
         training=training,
         expansion=expansion,
         self_training=args.self_training,
+        dense_labels=args.dense_labels,
         reference=args.reference,
         device=args.device,
         seed=args.seed,
     )
     result = run_sial(params, Monitor(TerminalProgress("sial", not args.quiet)))
-    for it in result["iterations"]:
+    if result["dense_labels"]:
+        print(f"every labelled pixel: validation mIoU {result['final_miou']:.2f}")
+    for it in [] if result["dense_labels"] else result["iterations"]:
         before = it.get("prior_shift", {}).get("miou_before")
         print(
             f"iteration {it['iteration']}: {it['clicks']} clicks ({it['clicked_fraction_percent']:.4f} % "

@@ -19,7 +19,9 @@ each iteration:
    trains on the labels plus the pixels it was confident about (pseudo-labels), then is scored.
 
 The dense reference is the same network trained on every pixel of the same rasters (a bundle
-such as models/dubai-landcover), measured the same way.
+such as models/dubai-landcover), measured the same way. That bundle had its own, larger training
+budget; ``dense_labels`` gives the reference at this protocol's budget instead: no annotator, one
+fit of the same trainer, with the same steps and crops, on every labelled pixel.
 """
 
 from __future__ import annotations
@@ -63,6 +65,7 @@ class SialParameters:
     training: SparseSettings = field(default_factory=SparseSettings)
     expansion: ExpansionSettings | None = None
     self_training: float | None = None  # confidence of the pseudo-labels a second fit adds (None: off)
+    dense_labels: bool = False  # train on every labelled pixel instead of clicks: the equal-budget reference
     reference: Path | None = None  # a densely trained bundle of the same network
     device: str = "auto"
     seed: int = 0
@@ -76,6 +79,22 @@ def _validate(predictor: Predictor, pairs, class_map, names) -> Scores:
         scores = score(maps.classes, read_labels(labels, class_map), names)
         total = scores if total is None else total + scores
     return total
+
+
+DENSE_CENTRE_SPACING = 16
+"""With ``dense_labels``, one crop centre is drawn per this many pixels squared, on average: crops
+then cover the labelled pixels evenly, and each crop's other pixels come from the full labels."""
+
+
+def dense_crop_centres(truth: np.ndarray, rng: np.random.Generator) -> SparseLabels:
+    """Labelled pixels of ``truth``, drawn at random, for the trainer to centre crops on; the
+    trainer reads every other label of a crop from ``truth`` itself (its pseudo-label path), so
+    the centres need not be every pixel (tens of millions, searched at every crop)."""
+    labelled = np.flatnonzero(truth.ravel() != LABEL_NODATA)
+    count = max(1, len(labelled) // DENSE_CENTRE_SPACING**2) if len(labelled) else 0
+    chosen = np.sort(rng.choice(labelled, size=count, replace=False))
+    rows, cols = np.divmod(chosen, truth.shape[1])
+    return SparseLabels(rows, cols, truth.ravel()[chosen].astype(np.int64), np.ones(count, dtype=bool))
 
 
 def _annotate(
@@ -147,6 +166,7 @@ def _write(
         "from_scratch": params.from_scratch,
         "first_clicks": params.first_clicks,
         "self_training": params.self_training,
+        "dense_labels": params.dense_labels,
         "train_rasters": [Path(i).name for i, _ in config.train],
         "validation_rasters": [Path(i).name for i, _ in config.validation],
     }
@@ -160,6 +180,12 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
     if params.first_clicks not in FIRST_CLICKS:
         choices = ", ".join(FIRST_CLICKS)
         raise UserError(f"the first clicks must be one of {choices}, not {params.first_clicks!r}")
+    extras = params.expansion or params.self_training is not None or params.training.adjust_prior
+    if params.dense_labels and (params.iterations != 1 or extras):
+        raise UserError(
+            "dense labels are one fit on every labelled pixel: one iteration, without superpixel "
+            "expansion, self-training or the prior correction"
+        )
     config, device = params.config, resolve_device(params.device)
     card = config.card().with_updates(name=f"{config.name}-sial", clicks=ClickEncoding(enabled=False))
     names = [c.name for c in card.classes]
@@ -197,7 +223,10 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
         predictor.keep_probabilities = sieving
         new, labels, quality = 0, [], []
         blank = iteration == 0 and params.first_clicks == "regions"
-        for i, source in enumerate(sources):
+        if params.dense_labels:  # no annotator: crops centred anywhere labelled, every label read
+            rng = np.random.default_rng(params.seed)
+            labels = [dense_crop_centres(truth, rng) for truth in truths]
+        for i, source in enumerate([] if params.dense_labels else sources):
             maps = None if blank else predict_in_memory(predictor, source)[0]
             new += _annotate(
                 None if maps is None else maps.classes, truths[i], clicks[i], params, card.n_classes
@@ -213,7 +242,11 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
         if params.from_scratch and iteration:  # the labels so far, without the last network's history
             bundle, trainer = fresh()
         data = list(zip(sources, labels, strict=True))
-        losses = trainer.fit(data, step.scaled(0.35, 0.9 if params.self_training is None else 0.6))
+        losses = trainer.fit(
+            data,
+            step.scaled(0.35, 0.9 if params.self_training is None else 0.6),
+            pseudo_labels=truths if params.dense_labels else None,
+        )
         validation = validate(bundle)
         prior: dict[str, Any] = {}
         if trainer.prior is not None:  # score without the correction too, to report what it did
@@ -238,7 +271,7 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
             losses = trainer.fit(data, step.scaled(0.65, 0.95), pseudo_labels=pseudo)
             del pseudo  # a byte per training pixel
             validation = validate(bundle)
-        n_clicks = sum(len(c) for c in clicks)
+        n_clicks = total_labelled if params.dense_labels else sum(len(c) for c in clicks)
         added = sum(q["added_pixels"] for q in quality)
         wrong = sum(q["added_error_rate"] * q["added_pixels"] for q in quality)
         history.append(
