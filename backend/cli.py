@@ -612,13 +612,14 @@ def _sial(args: argparse.Namespace) -> int:
     result = run_sial(params, Monitor(TerminalProgress("sial", not args.quiet)))
     if result["dense_labels"]:
         print(f"every labelled pixel: validation mIoU {result['final_miou']:.2f}")
-    for it in [] if result["dense_labels"] else result["iterations"]:
-        before = it.get("prior_shift", {}).get("miou_before")
-        print(
-            f"iteration {it['iteration']}: {it['clicks']} clicks ({it['clicked_fraction_percent']:.4f} % "
-            f"of the pixels), validation mIoU {it['validation_miou']:.2f}"
-            + (f" ({before:.2f} before the prior correction)" if before is not None else "")
-        )
+    else:
+        for it in result["iterations"]:
+            before = it.get("prior_shift", {}).get("miou_before")
+            print(
+                f"iteration {it['iteration']}: {it['clicks']} clicks ({it['clicked_fraction_percent']:.4f} % "
+                f"of the pixels), validation mIoU {it['validation_miou']:.2f}"
+                + (f" ({before:.2f} before the prior correction)" if before is not None else "")
+            )
     if result["reference_miou"]:
         print(
             f"dense reference: {result['reference_miou']:.2f} → {100 * result['share_of_dense']:.1f} % of it"

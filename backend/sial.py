@@ -217,28 +217,34 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
     for iteration in range(params.iterations):
         span = (iteration / params.iterations, (iteration + 1) / params.iterations)
         step = monitor.scaled(*span)
-        step.report(0.0, f"iteration {iteration + 1}: the annotator looks at the predictions")
-        predictor = Predictor(bundle, device)
-        sieving = params.expansion is not None and params.expansion.sieve is not None and iteration > 0
-        predictor.keep_probabilities = sieving
         new, labels, quality = 0, [], []
-        blank = iteration == 0 and params.first_clicks == "regions"
         if params.dense_labels:  # no annotator: crops centred anywhere labelled, every label read
+            step.report(0.0, "every labelled pixel: drawing the training crops' centres")
             rng = np.random.default_rng(params.seed)
             labels = [dense_crop_centres(truth, rng) for truth in truths]
-        for i, source in enumerate([] if params.dense_labels else sources):
-            maps = None if blank else predict_in_memory(predictor, source)[0]
-            new += _annotate(
-                None if maps is None else maps.classes, truths[i], clicks[i], params, card.n_classes
-            )
-            if params.expansion is None:
-                labels.append(SparseLabels.from_clicks(clicks[i]))
-            else:
-                probabilities = maps.probabilities if sieving else None  # sieving: never the first iteration
-                sieve = (lambda r, c, h, w, p=probabilities: p[:, r : r + h, c : c + w]) if sieving else None
-                labels.append(expand_clicks(source, clicks[i], params.expansion, sieve, superpixels[i]))
-            quality.append(label_quality(labels[-1], truths[i]))
-            step.report(0.3 * (i + 1) / len(sources), f"iteration {iteration + 1}: {new} new clicks")
+        else:
+            step.report(0.0, f"iteration {iteration + 1}: the annotator looks at the predictions")
+            predictor = Predictor(bundle, device)
+            sieving = params.expansion is not None and params.expansion.sieve is not None and iteration > 0
+            predictor.keep_probabilities = sieving
+            blank = iteration == 0 and params.first_clicks == "regions"
+            for i, source in enumerate(sources):
+                maps = None if blank else predict_in_memory(predictor, source)[0]
+                new += _annotate(
+                    None if maps is None else maps.classes, truths[i], clicks[i], params, card.n_classes
+                )
+                if params.expansion is None:
+                    labels.append(SparseLabels.from_clicks(clicks[i]))
+                else:
+                    probabilities = (
+                        maps.probabilities if sieving else None
+                    )  # sieving: never the first iteration
+                    sieve = (
+                        (lambda r, c, h, w, p=probabilities: p[:, r : r + h, c : c + w]) if sieving else None
+                    )
+                    labels.append(expand_clicks(source, clicks[i], params.expansion, sieve, superpixels[i]))
+                quality.append(label_quality(labels[-1], truths[i]))
+                step.report(0.3 * (i + 1) / len(sources), f"iteration {iteration + 1}: {new} new clicks")
         if params.from_scratch and iteration:  # the labels so far, without the last network's history
             bundle, trainer = fresh()
         data = list(zip(sources, labels, strict=True))
