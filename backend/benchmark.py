@@ -36,6 +36,8 @@ from .disca import Disca, DiscaSettings, anchor_from
 from .errors import UserError
 from .evaluation import ArrayMaps, read_labels, score
 from .inference import PatchScores, Predictor
+from .outputs import MAP_FILES
+from .ownership import check_folder, claim
 from .progress import Monitor
 from .raster import RasterSource
 from .runtime import describe_device
@@ -46,6 +48,8 @@ ORDERS = ("entropy", "random", "margin", "mcdropout", "odin", "confidnet")
 MODES = ("ac", "disca")
 BENCHMARK_FILE = "benchmark.json"
 PLOT_FILE = "benchmark.png"
+BENCHMARK_OUTPUTS = (BENCHMARK_FILE, PLOT_FILE, "clicks.gpkg", *MAP_FILES)
+"""Everything a benchmark writes in its output folder (its maps are those ``predict`` writes)."""
 
 
 @dataclass
@@ -106,6 +110,7 @@ class PatchQueue:
 
 def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -> dict[str, Any]:
     params.check()
+    check_folder(params.out_dir, BENCHMARK_OUTPUTS)  # before the work, not after it
     monitor = monitor or Monitor()
     started = time.perf_counter()
     bundle = params.bundle or (load_bundle(params.model_dir) if params.model_dir else None)
@@ -183,7 +188,7 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
                 len(clicks) / params.clicks, f"click {len(clicks)}/{params.clicks}: mIoU {current.miou:.2f}"
             )
         final = score(maps.classes, truth, names) if steps else initial
-        params.out_dir.mkdir(parents=True, exist_ok=True)
+        claim(params.out_dir, BENCHMARK_OUTPUTS)
         write_maps(params.out_dir, info, card, maps)
     result = {
         "initial_miou": round(initial.miou, 3),

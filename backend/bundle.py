@@ -9,19 +9,24 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from .card import ModelCard
+from .card import FORMAT, ModelCard
+from .diskspace import disk_full_error, is_disk_full
 from .errors import UserError
 from .network import build_network
+from .ownership import staging_folder
 
 CARD_FILE = "model.json"
+CONFIDNET_FILE = "confidnet.safetensors"
+"""The optional failure-prediction head's file in a bundle (see :mod:`backend.confidnet`)."""
+STAGING_PREFIX = ".sial-bundle-"
 
 
 @dataclass
@@ -52,6 +57,8 @@ def read_card(directory: str | Path) -> ModelCard:
         data = json.loads(card_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise UserError(f"{card_path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise UserError(f"{card_path} is not a model card: its JSON is nested too deeply") from None
     return ModelCard.from_json(data, where=str(card_path))
 
 
@@ -132,19 +139,26 @@ def create_bundle(card: ModelCard, seed: int = 0) -> ModelBundle:
 
 
 def save_bundle(bundle: ModelBundle, directory: str | Path, dtype: str | None = None) -> Path:
-    """Write the bundle atomically: a reader sees the old bundle or the new one, never half.
+    """Write the bundle; returns the folder it is in (see :func:`bundle_folder`).
 
-    ``dtype`` (``float16`` or ``float32``, default: the card's) applies to floating tensors.
+    A reader sees the old bundle or the new one, never half: every file is complete before the
+    first one is moved into place, and ``model.json`` goes last. Files in the folder that are
+    not part of the bundle are never touched. ``dtype`` (``float16`` or ``float32``, default:
+    the card's) applies to floating tensors.
     """
     from safetensors.torch import save_file
 
-    target = Path(directory)
     dtype = dtype or bundle.card.weights_dtype
     if dtype not in ("float16", "float32"):
         raise UserError(f"weights dtype must be float16 or float32, not {dtype}")
     torch_dtype = torch.float16 if dtype == "float16" else torch.float32
-    target.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    target = bundle_folder(directory, bundle.card.name)
+    fresh = not target.exists()
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_folder(target.parent if fresh else target, STAGING_PREFIX)
+    except OSError as exc:
+        raise UserError(f"cannot write the model bundle in {target}: {exc.strerror or exc}") from None
     try:
         state = {
             key: (value.to(torch_dtype) if value.is_floating_point() else value).contiguous().cpu()
@@ -154,8 +168,6 @@ def save_bundle(bundle: ModelBundle, directory: str | Path, dtype: str | None = 
         save_file(state, str(weights_path))
         card = bundle.card.with_updates(weights_dtype=dtype, weights_sha256=sha256_of(weights_path))
         if bundle.confidnet is not None:
-            from .confidnet import FILE as CONFIDNET_FILE
-
             head_path = staging / CONFIDNET_FILE
             save_file(
                 {k: v.detach().float().contiguous().cpu() for k, v in bundle.confidnet.state_dict().items()},
@@ -165,22 +177,53 @@ def save_bundle(bundle: ModelBundle, directory: str | Path, dtype: str | None = 
         else:  # a card copied from a bundle with a head must not point at a file left behind
             card = card.with_updates(confidnet_file="", confidnet_sha256="")
         (staging / CARD_FILE).write_text(json.dumps(card.to_json(), indent=2) + "\n")
-        _copy_extra_files(bundle.directory, staging, keep={CARD_FILE, card.weights_file, card.confidnet_file})
+        keep = {CARD_FILE, card.weights_file, card.confidnet_file}
+        _copy_extra_files(bundle.directory, staging, keep, target)
         _readable_by_all(staging)
-        if target.exists():
-            backup = target.with_name(f".{target.name}.old")
-            shutil.rmtree(backup, ignore_errors=True)
-            os.replace(target, backup)
+        if fresh:
             os.replace(staging, target)
-            shutil.rmtree(backup, ignore_errors=True)
         else:
-            os.replace(staging, target)
-    except BaseException:
+            for path in sorted(staging.iterdir(), key=lambda p: p.name == CARD_FILE):  # the card last
+                os.replace(path, target / path.name)
+            staging.rmdir()
+    except BaseException as exc:
         shutil.rmtree(staging, ignore_errors=True)
+        if not isinstance(exc, UserError) and is_disk_full(exc):
+            raise disk_full_error(target.parent if fresh else target) from None
         raise
     bundle.card = card
     bundle.directory = target
     return target
+
+
+def is_bundle_folder(folder: Path) -> bool:
+    """Whether ``folder`` holds a model bundle of this format (so that it may be replaced)."""
+    try:
+        data = json.loads((folder / CARD_FILE).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError):
+        return False
+    return isinstance(data, dict) and data.get("format") == FORMAT
+
+
+def bundle_folder(directory: str | Path, name: str) -> Path:
+    """Where a bundle asked for in ``directory`` goes, without ever replacing someone else's files.
+
+    A new or empty folder, or one that holds a bundle (replaced), is used as it is. Into any
+    other folder — one the user picked, with files of their own — the bundle goes into a new
+    sub-folder named after the model; if that name is taken by something else, one clear error.
+    """
+    folder = Path(directory)
+    if folder.exists() and not folder.is_dir():
+        raise UserError(f"{folder} exists and is not a folder: choose a folder for the model bundle")
+    if not folder.exists() or is_bundle_folder(folder) or not any(folder.iterdir()):
+        return folder
+    inner = folder / (re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip(".-") or "model")
+    if inner.exists() and not (inner.is_dir() and (is_bundle_folder(inner) or not any(inner.iterdir()))):
+        raise UserError(
+            f"{folder} holds other files, so the bundle would go into {inner.name}/ in it, but "
+            f"{inner} exists and is not a model bundle: choose an empty or a new folder"
+        )
+    return inner
 
 
 def _readable_by_all(folder: Path) -> None:
@@ -193,10 +236,12 @@ def _readable_by_all(folder: Path) -> None:
         os.chmod(path, 0o666 & ~umask)
 
 
-def _copy_extra_files(source: Path | None, staging: Path, keep: set[str]) -> None:
-    """Carry the human-written files (MODEL_CARD.md, …) of a bundle into its new version."""
-    if source is None or not source.is_dir():
+def _copy_extra_files(source: Path | None, staging: Path, keep: set[str], target: Path) -> None:
+    """Carry the human-written files (MODEL_CARD.md, …) of a bundle into its new version, where
+    the target folder has no file of that name yet (never over one)."""
+    if source is None or not source.is_dir() or source.resolve() == target.resolve():
         return
     for path in source.iterdir():
-        if path.is_file() and path.name not in keep and not path.name.startswith("."):
-            shutil.copy2(path, staging / path.name)
+        name = path.name
+        if path.is_file() and name not in keep and not name.startswith(".") and not (target / name).exists():
+            shutil.copy2(path, staging / name)

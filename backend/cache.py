@@ -12,14 +12,17 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from .ownership import remove_own_files
+
 TILES_FILE = "tiles.f32"
 META_FILE = "cache.json"
+OWN_FILES = (TILES_FILE, META_FILE, META_FILE + ".tmp")
+"""Everything the cache ever writes in its folder: all that it ever removes there."""
 
 
 class TileCache:
@@ -35,8 +38,8 @@ class TileCache:
     def create(
         cls, directory: Path, n_tiles: int, channels: int, tile: int, key: dict[str, Any]
     ) -> TileCache:
-        shutil.rmtree(directory, ignore_errors=True)
-        directory.mkdir(parents=True)
+        discard(directory)
+        directory.mkdir(parents=True, exist_ok=True)
         cache = cls(directory, n_tiles, channels, tile)
         cache._write_meta({"state": "updating", "key": key, "clicks": [], "patches": None})
         with open(cache.path, "wb") as handle:
@@ -103,6 +106,17 @@ class TileCache:
         with open(self.path, "rb") as handle:
             raw = os.pread(handle.fileno(), self.tile_bytes, tile_index * self.tile_bytes)
         return np.frombuffer(raw, dtype=np.float32).reshape(self.channels, self.tile, self.tile).copy()
+
+
+def discard(directory: Path) -> None:
+    """Remove a cache (its own files only; the folder too if nothing else is in it)."""
+    if Path(directory).is_dir():
+        remove_own_files(Path(directory), OWN_FILES)
+
+
+def is_ready(directory: Path) -> bool:
+    meta = read_meta(directory)
+    return meta is not None and meta.get("state") == "ready"
 
 
 def read_meta(directory: Path) -> dict[str, Any] | None:

@@ -6,6 +6,7 @@ A card is plain data. :mod:`backend.bundle` reads and writes it next to the weig
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
@@ -156,7 +157,7 @@ class ModelCard:
             return _parse_card(data)
         except UserError as exc:
             raise UserError(f"{where}: {exc}") from None
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        except (KeyError, TypeError, ValueError, AttributeError, OverflowError) as exc:
             raise UserError(f"{where}: malformed model card ({type(exc).__name__}: {exc})") from None
 
 
@@ -164,6 +165,41 @@ def _require(data: dict[str, Any], key: str) -> Any:
     if key not in data:
         raise UserError(f"missing key '{key}'")
     return data[key]
+
+
+def _pair(values: Any) -> tuple[float, float]:
+    low, high = (float(v) for v in values)
+    return low, high
+
+
+def _check_normalization(norm: Normalization) -> None:
+    """Finite numbers only: a NaN or zero ``std`` would pass as a model and yield NaN maps."""
+    for key in ("min", "max", "mean", "std", "percentiles"):
+        values = getattr(norm, key)
+        if not all(math.isfinite(v) for v in values):
+            raise UserError(
+                f"'input.normalization.{key}' holds a value that is not a finite number: {values}"
+            )
+    if any(s <= 0 for s in norm.std):
+        raise UserError(f"'input.normalization.std' must be positive, not {norm.std}")
+    if any(hi <= lo for lo, hi in zip(norm.min, norm.max, strict=True)):
+        raise UserError("'input.normalization' needs max > min for every band")
+    low, high = norm.percentiles
+    if not 0.0 <= low < high <= 100.0:
+        raise UserError(
+            f"'input.normalization.percentiles' must be 0 ≤ low < high ≤ 100, not {norm.percentiles}"
+        )
+
+
+def _check_file_name(key: str, name: Any) -> None:
+    """A bundle is self-contained: its files are plain names inside its folder."""
+    if name is None:
+        return
+    text = str(name)
+    if key == "confidnet.file" and text == "":
+        return
+    if not text or "/" in text or "\\" in text or text in (".", "..") or ":" in text:
+        raise UserError(f"'{key}' must be a file name inside the bundle folder, not {text!r}")
 
 
 def _parse_card(data: dict[str, Any]) -> ModelCard:
@@ -209,16 +245,13 @@ def _parse_card(data: dict[str, Any]) -> ModelCard:
         method=str(norm.get("method", "fixed")),
         min=per_band("min", 0.0),
         max=per_band("max", 255.0),
-        percentiles=tuple(float(p) for p in norm.get("percentiles", (2.0, 98.0))),  # type: ignore[arg-type]
+        percentiles=_pair(norm.get("percentiles", (2.0, 98.0))),
         mean=per_band("mean", 0.5),
         std=per_band("std", 0.25),
     )
     if normalization.method not in NORMALIZATION_METHODS:
         raise UserError(f"normalization method must be one of {', '.join(NORMALIZATION_METHODS)}")
-    if any(s <= 0 for s in normalization.std) or any(
-        hi <= lo for lo, hi in zip(normalization.min, normalization.max, strict=True)
-    ):
-        raise UserError("normalization needs std > 0 and max > min")
+    _check_normalization(normalization)
     input_spec = InputSpec(
         bands=bands,
         band_names=tuple(inp.get("band_names", [f"band {b}" for b in bands])),
@@ -236,6 +269,15 @@ def _parse_card(data: dict[str, Any]) -> ModelCard:
         raise UserError("clicks: only 'distance_transform' with radius ≥ 1 is supported")
     tiling = data.get("tiling", {})
     weights = data.get("weights", {})
+    confidnet = data.get("confidnet", {})
+    for key, name in (("weights.file", weights.get("file")), ("confidnet.file", confidnet.get("file"))):
+        _check_file_name(key, name)
+    mc_rate = float(data.get("mc_dropout", {}).get("rate", 0.1))
+    if not 0.0 <= mc_rate < 1.0:
+        raise UserError(f"'mc_dropout.rate' must be in [0, 1), not {mc_rate}")
+    gsd = inp.get("gsd_m")
+    if gsd is not None and not (isinstance(gsd, int | float) and math.isfinite(gsd) and gsd > 0):
+        raise UserError(f"'input.gsd_m' must be a positive number of metres, not {gsd!r}")
     return ModelCard(
         name=str(_require(data, "name")),
         version=str(data.get("version", "0.1.0")),
@@ -247,11 +289,11 @@ def _parse_card(data: dict[str, Any]) -> ModelCard:
         input=input_spec,
         clicks=click_encoding,
         tiling=Tiling(int(tiling.get("tile_size", 512)), int(tiling.get("overlap", 128))),
-        mc_dropout_rate=float(data.get("mc_dropout", {}).get("rate", 0.1)),
+        mc_dropout_rate=mc_rate,
         weights_file=str(weights.get("file", "model.safetensors")),
         weights_dtype=str(weights.get("dtype", "float16")),
         weights_sha256=str(weights.get("sha256", "")),
-        confidnet_file=str(data.get("confidnet", {}).get("file", "")),
-        confidnet_sha256=str(data.get("confidnet", {}).get("sha256", "")),
+        confidnet_file=str(confidnet.get("file", "")),
+        confidnet_sha256=str(confidnet.get("sha256", "")),
         provenance=dict(data.get("provenance", {})),
     )

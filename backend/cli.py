@@ -23,6 +23,8 @@ from .errors import Cancelled, UserError
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 EXIT_CANCELLED = 130
+READ_ONLY_ACTIONS = ("status", "export")
+"""Session actions that only read the session: they take no lock and never change its files."""
 
 
 class TerminalProgress:
@@ -53,6 +55,20 @@ class TerminalProgress:
             self.last_decile = int(fraction * 10)
             self.last_line = time.perf_counter()
             print(text, file=sys.stderr, flush=True)
+
+
+def _monitor(label: str, args: argparse.Namespace) -> Any:
+    """Progress on stderr (unless --quiet) and the job's notices as ``note:`` lines."""
+    from .progress import Monitor
+
+    progress = TerminalProgress(label, not args.quiet)
+
+    def notify(text: str) -> None:
+        if progress.tty and progress.enabled:
+            sys.stderr.write("\r" + " " * 78 + "\r")
+        print(f"note: {text}", file=sys.stderr, flush=True)
+
+    return Monitor(progress, None, notify)
 
 
 def _existing_path(text: str) -> Path:
@@ -385,6 +401,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = bool(os.environ.get("SIAL_DEBUG"))
     if not debug:
         warnings.simplefilter("ignore")
+        _quiet_gdal()
     parser = build_parser()
     args = parser.parse_args(argv)
     from .runtime import limit_gdal_cache, tune_allocator
@@ -417,11 +434,32 @@ def main(argv: Sequence[str] | None = None) -> int:
         _clear_progress_line(args)
         if debug:
             traceback.print_exc()
+        from .diskspace import is_disk_full
+
+        if is_disk_full(exc):
+            print(f"error: the disk is full: {_first_line(exc)}", file=sys.stderr)
+            return EXIT_USER_ERROR
         print(
             f"internal error: {type(exc).__name__}: {exc} (a bug: rerun with SIAL_DEBUG=1 and report it)",
             file=sys.stderr,
         )
         return EXIT_INTERNAL_ERROR
+
+
+def _quiet_gdal() -> None:
+    """GDAL's own warnings and errors (libjpeg's, a damaged block's) stay off the terminal: every
+    failure reaches the user as one ``error:`` line. SIAL_DEBUG=1 shows them again."""
+    import logging
+
+    from osgeo import gdal
+
+    gdal.PushErrorHandler("CPLQuietErrorHandler")
+    logging.getLogger("rasterio").setLevel(logging.CRITICAL)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 def _clear_progress_line(args: argparse.Namespace) -> None:
@@ -431,7 +469,6 @@ def _clear_progress_line(args: argparse.Namespace) -> None:
 
 def _predict(args: argparse.Namespace) -> int:
     from .predict import PredictParameters, run_predict
-    from .progress import Monitor
 
     params = PredictParameters(
         raster=args.raster,
@@ -448,7 +485,7 @@ def _predict(args: argparse.Namespace) -> int:
         cache=args.cache,
         skip_outside_clicks=args.skip_outside_clicks,
     )
-    report = run_predict(params, Monitor(TerminalProgress("predict", not args.quiet)))
+    report = run_predict(params, _monitor("predict", args))
     _print_report(report)
     return 0
 
@@ -468,11 +505,10 @@ def _print_report(report: Any) -> None:
 
 def _demo(args: argparse.Namespace) -> int:
     from .demo import run_demo
-    from .progress import Monitor
 
     if args.labels is not None and args.raster is None:
         raise UserError("--labels goes with your raster: give the raster too")
-    progress = Monitor(TerminalProgress("demo", not args.quiet))
+    progress = _monitor("demo", args)
     result = run_demo(args.out, args.raster, args.labels, args.model, args.clicks, progress)
     for stage, value in result.miou.items():
         print(f"mIoU {stage}: {value:.2f} %")
@@ -509,7 +545,6 @@ def _disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
 
 def _benchmark(args: argparse.Namespace) -> int:
     from .benchmark import BenchmarkParameters, run_benchmark
-    from .progress import Monitor
 
     if args.protocol == "sial":
         return _sial(args)
@@ -537,7 +572,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         class_map=class_map,
         disca=_disca_settings(args),
     )
-    result = run_benchmark(params, Monitor(TerminalProgress("benchmark", not args.quiet)))
+    result = run_benchmark(params, _monitor("benchmark", args))
     steps = {s["clicks"]: s["miou"] for s in result["steps"]}
     marks = ", ".join(f"{n} clicks {steps[n]:.2f}" for n in (10, 25, 50) if n in steps)
     print(
@@ -550,7 +585,6 @@ def _benchmark(args: argparse.Namespace) -> int:
 
 
 def _sial(args: argparse.Namespace) -> int:
-    from .progress import Monitor
     from .sial import SialParameters, run_sial
     from .sparse_training import SparseSettings
     from .superpixels import ExpansionSettings
@@ -609,7 +643,7 @@ def _sial(args: argparse.Namespace) -> int:
         device=args.device,
         seed=args.seed,
     )
-    result = run_sial(params, Monitor(TerminalProgress("sial", not args.quiet)))
+    result = run_sial(params, _monitor("sial", args))
     if result["dense_labels"]:
         print(f"every labelled pixel: validation mIoU {result['final_miou']:.2f}")
     else:
@@ -643,7 +677,6 @@ def _plot(args: argparse.Namespace) -> int:
 
 
 def _session(args: argparse.Namespace) -> int:
-    from .progress import Monitor
     from .session import Session
 
     if args.action == "create":
@@ -682,14 +715,17 @@ def _session(args: argparse.Namespace) -> int:
             f"model {session.bundle.card.name})"
         )
         return 0
-    session = Session.open(args.session, args.device)
-    progress = Monitor(TerminalProgress(args.action, not args.quiet))
+    session = Session.open(args.session, args.device, writer=args.action not in READ_ONLY_ACTIONS)
+    for notice in session.notices:
+        print(f"note: {notice}", file=sys.stderr)
+    progress = _monitor(args.action, args)
     if args.action == "status":
         for it in session.iterations():
+            current = " (current model)" if it.iteration == session.current.iteration else ""
             print(
                 f"iteration {it.iteration}: {it.kind}, {it.clicks} clicks, "
-                f"checkpoint {it.checkpoint or '-'}, "
-                f"mIoU {it.miou if it.miou is not None else '-'}"
+                f"checkpoint {it.checkpoint or '-'}{' (pruned)' if it.pruned else ''}, "
+                f"mIoU {it.miou if it.miou is not None else '-'}{current}"
             )
         for c in session.clicks():
             print(
@@ -733,7 +769,6 @@ def _session(args: argparse.Namespace) -> int:
 
 def _card(args: argparse.Namespace) -> int:
     from .modelcard import evaluate, record, write_model_card
-    from .progress import Monitor
     from .training import TrainingConfig
 
     pairs = [tuple(p) for p in args.validation]
@@ -744,7 +779,7 @@ def _card(args: argparse.Namespace) -> int:
         class_map = config.class_map
     if not pairs:
         raise UserError("no validation rasters: give --config or --validation IMAGE LABELS")
-    progress = Monitor(TerminalProgress("card", not args.quiet))
+    progress = _monitor("card", args)
     evaluation = evaluate(args.model, pairs, class_map, args.clicks, args.device, progress)
     record(args.model, evaluation)
     extra = json.loads(args.notes.read_text()) if args.notes else {}
@@ -759,12 +794,11 @@ def _card(args: argparse.Namespace) -> int:
 def _confidnet(args: argparse.Namespace) -> int:
     from .bundle import load_bundle, save_bundle
     from .confidnet import train_confidnet
-    from .progress import Monitor
     from .training import TrainingConfig, command_line
 
     config = TrainingConfig.load(args.config)
     bundle = load_bundle(args.model)
-    progress = Monitor(TerminalProgress("confidnet", not args.quiet))
+    progress = _monitor("confidnet", args)
     report = train_confidnet(
         bundle, config.train, config.class_map, args.steps, device=args.device, monitor=progress
     )
@@ -783,7 +817,6 @@ def _confidnet(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     import torch
 
-    from .progress import Monitor
     from .training import CHECKPOINT, TrainingConfig, command_line, train
 
     config = TrainingConfig.load(args.config)
@@ -799,12 +832,12 @@ def _train(args: argparse.Namespace) -> int:
         args.out,
         work,
         args.device,
-        Monitor(TerminalProgress("train", not args.quiet)),
+        _monitor("train", args),
         command_line(),
     )
     validation = bundle.card.provenance.get("validation", {})
     miou, per_class = validation.get("miou", "n/a"), validation.get("per_class_iou", "")
-    print(f"wrote {args.out}: validation mIoU {miou} {per_class}")
+    print(f"wrote {bundle.directory}: validation mIoU {miou} {per_class}")
     return 0
 
 

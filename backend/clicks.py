@@ -173,6 +173,11 @@ def _class_of(
     fid = feature.GetFID()
     if id_field is not None and feature.IsFieldSetAndNotNull(id_field):
         raw = feature.GetField(id_field)
+        if isinstance(raw, float) and not (math.isfinite(raw) and raw.is_integer()):
+            raise UserError(
+                f"click fid {fid} in {path.name} has class {raw!r}: a class is a whole number "
+                f"0–{card.n_classes - 1} or a class name"
+            )
         try:
             class_id = int(raw)
         except (TypeError, ValueError):

@@ -24,8 +24,6 @@ from .network import ConfidNet, decoder_channels, features_and_logits
 from .progress import Monitor
 from .runtime import resolve_device
 
-FILE = "confidnet.safetensors"
-
 
 def train_confidnet(
     bundle: ModelBundle,

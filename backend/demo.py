@@ -18,6 +18,7 @@ from .benchmark import BenchmarkParameters, plot_runs, run_benchmark
 from .bundle import CARD_FILE, ModelBundle, create_bundle, load_bundle, save_bundle
 from .card import ClassInfo, ModelCard
 from .evaluation import read_labels, score
+from .ownership import check_folder, claim
 from .predict import PredictParameters, run_predict
 from .progress import Monitor
 from .report import Figure, class_rgb, image_rgb, read_thumbnail, save_map, write_html
@@ -27,6 +28,18 @@ REPOSITORY = Path(__file__).resolve().parent.parent
 MODELS = REPOSITORY / "models"
 DEFAULT_MODEL = "dubai-landcover"
 DUBAI_COLOURS = ("#3c1098", "#8429f6", "#6ec1e4", "#fedd3a", "#e2a929")
+DEMO_FILES = {
+    ".": ("report.html", "summary.json"),
+    "scene": ("sample_image.tif", "sample_labels.tif"),
+    "report": (
+        "uncertainty.png",
+        "classes-before.png",
+        "classes-after-ac.png",
+        "classes-after-disca.png",
+        "miou.png",
+    ),
+}
+"""What the demo writes itself, per sub-folder (the maps and benchmarks look after their own)."""
 
 
 @dataclass
@@ -69,10 +82,13 @@ def run_demo(
     monitor: Monitor | None = None,
 ) -> DemoResult:
     monitor = monitor or Monitor()
-    out.mkdir(parents=True, exist_ok=True)
+    for folder, names in DEMO_FILES.items():  # before any work: nobody else's file is replaced
+        check_folder(out / folder, names)
+    claim(out, DEMO_FILES["."])
     notes = []
     if raster is None:
         monitor.report(0.0, "drawing the sample scene")
+        claim(out / "scene", DEMO_FILES["scene"])
         scene = write_scene(out / "scene")
         raster, labels = scene.image, scene.labels
         notes.append(
@@ -132,7 +148,7 @@ def _report(out: Path, raster: Path, report, runs: list[dict], card: ModelCard, 
     from osgeo import ogr
 
     pictures = out / "report"
-    pictures.mkdir(exist_ok=True)
+    claim(pictures, DEMO_FILES["report"])
     image = image_rgb(raster, card.input.bands)
     scale = image.shape[1] / report.run["width"]
     source = ogr.Open(str(report.patches))

@@ -9,6 +9,7 @@ written, so memory depends on the raster's width, never on its area.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 
@@ -32,6 +33,8 @@ FINISH_ROWS = 128
 FINISH_COLUMNS = 2048
 """Maps are finished in blocks of about this many rows × columns, so the temporary arrays of the
 last step stay small whatever the raster's width."""
+LONG_RUN_SECONDS = 60.0
+"""A whole-raster prediction projected to take longer than this announces its duration."""
 
 
 class PatchScores:
@@ -233,7 +236,7 @@ class Predictor:
         weights = torch.from_numpy(grid.weights).to(self.device)
         # One tile high, sliding down; rows past a small raster's edge are never written.
         strip = Accumulator(0, 0, self.tile, info.width, self.channels, self.device)
-        done = 0
+        done, started = 0, time.perf_counter()
         rows = grid.rows()
         for k, row_tiles in enumerate(rows):
             strip.shift_up(row_tiles[0].row - strip.row0)
@@ -244,6 +247,8 @@ class Predictor:
                     strip.add(tile, values, weights, valid)
                     if cache is not None:
                         cache.store(tile.index, values.cpu().numpy())
+                if done == 0:
+                    _announce_duration(monitor, time.perf_counter() - started, len(tiles), len(grid))
                 done += len(tiles)
                 monitor.report(done / len(grid), f"tile {done}/{len(grid)}")
             finished = (rows[k + 1][0].row if k + 1 < len(rows) else info.height) - strip.row0
@@ -303,6 +308,18 @@ class Predictor:
         for patch in affected:
             scores.add(maps.read(patch))
         return [p.index for p in affected]
+
+
+def _announce_duration(monitor: Monitor, seconds: float, measured: int, total: int) -> None:
+    """After the first batch: how long the whole raster will take, when that is over a minute."""
+    projected = seconds / measured * total
+    if projected >= LONG_RUN_SECONDS:
+        hours, minutes = divmod(round(projected / 60), 60)
+        span = f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+        monitor.notice(
+            f"about {span} for {total} tiles ({seconds / measured:.2f} s per tile on the first batch); "
+            "it can be cancelled, and leaves nothing half-written"
+        )
 
 
 def _range_of(source: RasterSource) -> np.ndarray:

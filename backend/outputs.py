@@ -7,10 +7,10 @@ and an interrupted run leaves the previous outputs (or nothing) behind, never ha
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
-import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +26,7 @@ from rasterio.windows import Window
 
 from .card import ModelCard
 from .errors import UserError
+from .ownership import check_replaceable, record_written, staging_folder
 from .raster import RasterInfo
 from .styles import write_styles
 from .tiling import Patch
@@ -38,7 +39,18 @@ PATCHES_FILE = "patches.gpkg"
 RUN_FILE = "run.json"
 CLASS_NODATA = 255
 BLOCK = 256
-STAGING_PREFIX = ".staging-"
+STAGING_PREFIX = ".sial-staging-"
+MAP_FILES = (
+    CLASSES_FILE,
+    UNCERTAINTY_FILE,
+    "classes.qml",
+    "uncertainty.qml",
+    "classes.tif.aux.xml",
+    "uncertainty.tif.aux.xml",
+)
+"""The two maps with their styles and GDAL's sidecars."""
+PUBLISHED_FILES = (*MAP_FILES, PATCHES_FILE, RUN_FILE)
+"""What a prediction publishes in its output folder (checked before any work is done)."""
 
 
 def geotiff_profile(info: RasterInfo, dtype: str, nodata: float) -> dict[str, Any]:
@@ -73,37 +85,37 @@ def overview_factors(width: int, height: int, smallest: int = BLOCK) -> list[int
 
 
 class OutputStaging:
-    """A hidden folder inside ``out_dir`` where outputs are written before publication."""
+    """A hidden folder inside ``out_dir`` where outputs are written before publication.
+
+    The output folder may be one the user already had: publication replaces only files an
+    earlier run of this program wrote there (see :mod:`backend.ownership`) and refuses before
+    any work if a file of the same name is someone else's.
+    """
 
     def __init__(self, out_dir: str | Path):
         self.out_dir = Path(out_dir)
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise UserError(f"output path {self.out_dir} exists and is not a folder")
+        if self.out_dir.is_dir():
+            check_replaceable(self.out_dir, PUBLISHED_FILES)
+        self.created_folder = not self.out_dir.exists()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"cannot create output folder {self.out_dir}: {exc.strerror}") from None
         if not os.access(self.out_dir, os.W_OK):
             raise UserError(f"output folder {self.out_dir} is not writable")
-        self._remove_stale_staging()
-        self.path = Path(tempfile.mkdtemp(prefix=f"{STAGING_PREFIX}{os.getpid()}_", dir=self.out_dir))
-
-    def _remove_stale_staging(self) -> None:
-        for old in self.out_dir.glob(f"{STAGING_PREFIX}*"):
-            try:
-                pid = int(old.name.rsplit("-", 1)[-1].split("_")[0])
-            except ValueError:
-                pid = None
-            if pid is None or not _process_alive(pid):
-                shutil.rmtree(old, ignore_errors=True)
+        self.path = staging_folder(self.out_dir, STAGING_PREFIX)
 
     def file(self, name: str) -> Path:
         return self.path / name
 
     def publish(self, run: dict[str, Any]) -> list[str]:
         """Move every staged file into place; ``run.json`` (the completion mark) goes last."""
-        (self.out_dir / RUN_FILE).unlink(missing_ok=True)
         names = sorted(p.name for p in self.path.iterdir() if p.is_file())
+        check_replaceable(self.out_dir, [*names, RUN_FILE])
+        record_written(self.out_dir, [*names, RUN_FILE])
+        (self.out_dir / RUN_FILE).unlink(missing_ok=True)
         run["files"] = names
         for name in names:
             os.replace(self.path / name, self.out_dir / name)
@@ -116,15 +128,13 @@ class OutputStaging:
     def discard(self) -> None:
         shutil.rmtree(self.path, ignore_errors=True)
 
-
-def _process_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
+    def abandon(self) -> None:
+        """After a failure: the staged files, and the output folder if this run made it and
+        nothing else is in it."""
+        self.discard()
+        if self.created_folder:
+            with contextlib.suppress(OSError):
+                self.out_dir.rmdir()
 
 
 @dataclass

@@ -18,9 +18,11 @@ from typing import Any
 import torch
 
 from . import __version__
+from . import cache as tile_cache
 from .bundle import ModelBundle, load_bundle
 from .cache import TileCache
 from .clicks import Click, clicks_key, read_clicks
+from .diskspace import disk_full_error, free_bytes, is_disk_full, megabytes, require_space
 from .errors import UserError
 from .inference import PatchScores, Predictor
 from .outputs import (
@@ -38,11 +40,19 @@ from .outputs import (
 from .progress import Monitor
 from .raster import RasterSource
 from .runtime import Timings, describe_device, peak_rss_mb
-from .tiling import Tile, TileGrid, patch_grid
+from .tiling import Tile, TileGrid, check_tiling, patch_grid, tile_offsets
 from .uncertainty import ACQUISITIONS, Acquisition
 
-CACHE_DIR = ".cache"
-MAP_FILES = (CLASSES_FILE, UNCERTAINTY_FILE, PATCHES_FILE)
+CACHE_DIR = ".sial-cache"
+"""The per-tile cache inside the output folder: a name this program owns (it never touches a
+``.cache`` the user or another tool keeps there)."""
+MAIN_FILES = (CLASSES_FILE, UNCERTAINTY_FILE, PATCHES_FILE)
+MAP_BYTES_PER_PIXEL = 4.5
+"""Disk use of the class map and the uncertainty heatmap per pixel, with their overviews: deflate
+barely compresses float32 uncertainty (4.34 bytes per pixel in all on Dubai tile 2, 3.6 on
+random pixels; 6.7 uncompressed), so this is a little above what real imagery takes."""
+ANNOUNCE_TILES = 64
+"""Runs with at least this many tiles state their size, and later their estimated time, first."""
 
 
 @dataclass
@@ -130,6 +140,14 @@ def _predict(
         params.batch_size,
         owns_network=params.bundle is None,
     )
+    check_tiling(predictor.tile, predictor.overlap)
+    tiles = len(tile_offsets(info.height, predictor.tile, predictor.overlap)) * len(
+        tile_offsets(info.width, predictor.tile, predictor.overlap)
+    )
+    cache_bytes = tiles * predictor.channels * predictor.tile**2 * 4 if params.cache else 0
+    may_update = params.cache and (Path(params.out_dir) / RUN_FILE).is_file()
+    if not may_update:  # before anything the size of the raster is built
+        _check_space(params, info, tiles, predictor, cache_bytes, monitor)
     grid = TileGrid(info.width, info.height, predictor.tile, predictor.overlap)
     patch_size = params.patch_size or predictor.tile
     scores = PatchScores(patch_grid(info.width, info.height, patch_size), patch_size, info.width)
@@ -138,19 +156,24 @@ def _predict(
     if predictor.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(predictor.device)
     staging = OutputStaging(params.out_dir)
+    created_cache, mode = False, "full"
     try:
         cache, touched = _reusable_cache(params, cache_dir, key, clicks, grid, card.clicks.radius)
         if cache is not None and touched is not None:
             mode = "region" if params.refresh_region else "incremental"
+            _check_space(params, info, tiles, predictor, None, monitor)
             tiles_done = _incremental(
                 predictor, source, clicks, touched, cache, staging, scores, params, monitor, timings
             )
         else:
             mode = "full"
+            if may_update:
+                _check_space(params, info, tiles, predictor, cache_bytes, monitor)
             if params.cache:
                 cache = TileCache.create(cache_dir, len(grid), predictor.channels, predictor.tile, key)
+                created_cache = True
             else:
-                shutil.rmtree(cache_dir, ignore_errors=True)
+                tile_cache.discard(cache_dir)  # it would no longer match the published maps
             tiles_done = _full(
                 predictor, source, clicks, cache, staging, scores, card, monitor.scaled(0.0, 0.95), timings
             )
@@ -196,10 +219,50 @@ def _predict(
             # After a region refresh the tiles come from two models: no model's cache any more.
             cache_key = {**key, "model": "mixed"} if mode == "region" else None
             cache.mark_ready(clicks_key(clicks), scores.as_json(), cache_key)
-    except BaseException:
-        staging.discard()
+    except BaseException as exc:
+        if created_cache or not tile_cache.is_ready(cache_dir):  # half-written: free their space
+            tile_cache.discard(cache_dir)
+        staging.abandon()
+        if not isinstance(exc, UserError) and is_disk_full(exc):
+            raise disk_full_error(Path(params.out_dir)) from None
         raise
     return run
+
+
+def _check_space(
+    params: PredictParameters,
+    info: Any,
+    tiles: int,
+    predictor: Predictor,
+    cache_bytes: int | None,
+    monitor: Monitor,
+) -> None:
+    """Refuse a run whose outputs cannot fit; announce a long one (tiles, device, output size).
+
+    ``cache_bytes`` is None for an update in place, which needs room for a copy of the maps.
+    """
+    out = Path(params.out_dir)
+    if cache_bytes is None:
+        previous = json.loads((out / RUN_FILE).read_text()).get("files", MAIN_FILES)
+        require_space(out, sum((out / n).stat().st_size for n in previous if (out / n).is_file()), "the maps")
+        return
+    maps = int(info.width * info.height * MAP_BYTES_PER_PIXEL)
+    old_cache = out / CACHE_DIR / tile_cache.TILES_FILE
+    reclaimed = old_cache.stat().st_size if old_cache.is_file() else 0
+    free = free_bytes(out) + reclaimed
+    if maps + cache_bytes > free:
+        cache_part = f" and the tile cache {megabytes(cache_bytes)}" if cache_bytes else ""
+        raise UserError(
+            f"not enough space in {out}: the maps need about {megabytes(maps)}{cache_part}, "
+            f"{megabytes(free)} free"
+        )
+    if tiles >= ANNOUNCE_TILES:
+        cache_part = f" + {megabytes(cache_bytes)} tile cache" if cache_bytes else ""
+        monitor.notice(
+            f"{info.width} × {info.height} px: {tiles} tiles of {predictor.tile} px on "
+            f"{predictor.device.type}; outputs about {megabytes(maps)}{cache_part} in {out} "
+            f"({megabytes(free)} free)"
+        )
 
 
 def _load(model_dir: Path | None) -> ModelBundle:
@@ -263,7 +326,7 @@ def _reusable_cache(
     if not params.cache:
         return None, None
     out = Path(params.out_dir)
-    if not all((out / name).is_file() for name in (*MAP_FILES, RUN_FILE)):
+    if not all((out / name).is_file() for name in (*MAIN_FILES, RUN_FILE)):
         return None, None
     region = params.refresh_region
     cache = TileCache.open(cache_dir, key, ignore=("model",) if region else ())
@@ -311,7 +374,7 @@ def _incremental(
     timings: Timings,
 ) -> int:
     previous = json.loads((Path(params.out_dir) / RUN_FILE).read_text())
-    for name in previous.get("files", MAP_FILES):
+    for name in previous.get("files", MAIN_FILES):
         shutil.copy2(Path(params.out_dir) / name, staging.file(name))
     scores.load_json(cache.meta()["patches"])
     cache.mark_updating()

@@ -13,17 +13,26 @@ ProgressCallback = Callable[[float, str], None]
 CancelCheck = Callable[[], bool]
 """Returns True when the user asked to stop."""
 
+NoticeCallback = Callable[[str], None]
+"""Called with one sentence the user should read before or during a long job (its size, its
+estimated time); the CLI prints it as a ``note:`` line, the plugin shows it in the message bar."""
+
 
 @dataclass
 class Monitor:
-    """Bundles the caller's progress callback and cancel check; both are optional."""
+    """Bundles the caller's progress callback, cancel check and notices; all are optional."""
 
     progress: ProgressCallback | None = None
     cancelled: CancelCheck | None = None
+    notify: NoticeCallback | None = None
 
     def report(self, fraction: float, message: str = "") -> None:
         if self.progress is not None:
             self.progress(min(max(fraction, 0.0), 1.0), message)
+
+    def notice(self, text: str) -> None:
+        if self.notify is not None:
+            self.notify(text)
 
     def check(self) -> None:
         """Raise :class:`Cancelled` if the caller asked to stop."""
@@ -36,4 +45,4 @@ class Monitor:
         def progress(fraction: float, message: str) -> None:
             self.report(start + (end - start) * fraction, message)
 
-        return Monitor(progress, self.cancelled)
+        return Monitor(progress, self.cancelled, self.notify)

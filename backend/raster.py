@@ -8,8 +8,11 @@ y = −row (QGIS flips such rasters so they appear upright).
 
 from __future__ import annotations
 
+import re
 import threading
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -119,6 +122,24 @@ def _describe(path: Path, dataset: rasterio.io.DatasetReader) -> RasterInfo:
     )
 
 
+_BLOCK_OFFSETS = re.compile(r"X offset (\d+), Y offset (\d+)")
+
+
+def damaged_block_message(
+    path: Path, exc: Exception, dataset: rasterio.io.DatasetReader, window: Window | None
+) -> str:
+    """ "R.tif is damaged: the block at row …, column … cannot be read" from GDAL's failure."""
+    block_rows, block_cols = dataset.block_shapes[0]
+    found = _BLOCK_OFFSETS.search(str(exc))
+    if found:
+        where = f"the block at row {int(found[2]) * block_rows}, column {int(found[1]) * block_cols}"
+    elif window is not None:
+        where = f"the pixels from row {int(window.row_off)}, column {int(window.col_off)}"
+    else:
+        where = "part of it"
+    return f"{path} is damaged: {where} cannot be read ({_first_line(exc).split(': ')[-1]})"
+
+
 def _first_line(exc: Exception) -> str:
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
@@ -195,10 +216,19 @@ class RasterSource:
         dataset = self._dataset()
         bands = list(self.spec.bands)
         inner = (slice(r0 - row, r1 - row), slice(c0 - col, c1 - col))
-        data[(slice(None), *inner)] = dataset.read(bands, window=window, out_dtype=np.float32)
-        masks = dataset.read_masks(bands, window=window)
+        with self._readable(window):
+            data[(slice(None), *inner)] = dataset.read(bands, window=window, out_dtype=np.float32)
+            masks = dataset.read_masks(bands, window=window)
         valid[inner] = np.all(masks > 0, axis=0)
         return data, valid
+
+    @contextmanager
+    def _readable(self, window: Window | None) -> Iterator[None]:
+        """Turn GDAL's read failure into one line naming the damaged block."""
+        try:
+            yield
+        except RasterioIOError as exc:
+            raise UserError(damaged_block_message(self.info.path, exc, self._dataset(), window)) from None
 
     def read_normalized(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
         """Network input for a window (float32, bands × h × w; invalid pixels 0) and validity."""
@@ -214,7 +244,9 @@ class RasterSource:
         r0, c0 = max(row, 0), max(col, 0)
         r1, c1 = min(row + height, self.info.height), min(col + width, self.info.width)
         if r1 > r0 and c1 > c0:
-            masks = self._dataset().read_masks(list(self.spec.bands), window=Window(c0, r0, c1 - c0, r1 - r0))
+            window = Window(c0, r0, c1 - c0, r1 - r0)
+            with self._readable(window):
+                masks = self._dataset().read_masks(list(self.spec.bands), window=window)
             valid[r0 - row : r1 - row, c0 - col : c1 - col] = np.all(masks > 0, axis=0)
         return valid
 
@@ -226,8 +258,9 @@ class RasterSource:
         shape = (max(1, self.info.height // factor), max(1, self.info.width // factor))
         dataset = self._dataset()
         bands = list(self.spec.bands)
-        data = dataset.read(bands, out_shape=(len(bands), *shape), out_dtype=np.float32)
-        masks = dataset.read_masks(bands, out_shape=(len(bands), *shape))
+        with self._readable(None):
+            data = dataset.read(bands, out_shape=(len(bands), *shape), out_dtype=np.float32)
+            masks = dataset.read_masks(bands, out_shape=(len(bands), *shape))
         return data, np.all(masks > 0, axis=0)
 
     def has_valid_pixels(self) -> bool:
@@ -237,7 +270,9 @@ class RasterSource:
             return True
         dataset = self._dataset()
         for _, window in dataset.block_windows(1):
-            if np.any(np.all(dataset.read_masks(list(self.spec.bands), window=window) > 0, axis=0)):
+            with self._readable(window):
+                masks = dataset.read_masks(list(self.spec.bands), window=window)
+            if np.any(np.all(masks > 0, axis=0)):
                 return True
         return False
 
@@ -282,8 +317,9 @@ class MemoryRasterSource(RasterSource):
         super().__init__(path, spec)
         dataset = self._dataset()
         bands = list(spec.bands)
-        self._raw = dataset.read(bands)
-        self._valid = np.all(dataset.read_masks(bands) > 0, axis=0)
+        with self._readable(None):
+            self._raw = dataset.read(bands)
+            self._valid = np.all(dataset.read_masks(bands) > 0, axis=0)
         self.close()
 
     def read_raw(self, row: int, col: int, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:

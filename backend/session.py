@@ -13,9 +13,12 @@ Everything lives next to one GeoPackage (QGIS opens and edits it natively):
   that makes a click's update cost only the tiles it touches.
 
 **Never losing work.** Every change is one SQLite transaction. A checkpoint file is complete (written
-to a temporary name, then renamed) before the transaction that refers to it commits. Opening
-the session removes files no row refers to. So a process killed at any moment leaves either the
-state before the action or the state after it, and the last good checkpoint is always usable.
+to a temporary name, then renamed) before the transaction that refers to it commits. One process
+writes at a time (:mod:`backend.session_lock`); a writer opening the session removes the
+checkpoint files no row refers to, readers remove nothing. Each checkpoint is checked against the
+SHA-256 recorded with it: a missing or damaged one is reported and the newest intact round is
+used instead. So a process killed at any moment leaves either the state before the action or the
+state after it, and the last good checkpoint is always usable.
 
 **Undo.** It reverts the last action: a click added or removed, or a retraining round, which
 brings the previous weights back exactly.
@@ -26,6 +29,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import re
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -40,12 +44,14 @@ from . import __version__
 from .bundle import load_bundle, save_bundle, sha256_of
 from .clicks import Click
 from .disca import Disca, DiscaSettings, RetrainReport, anchor_from
+from .diskspace import disk_full_error, is_disk_full
 from .errors import UserError
 from .predict import PredictParameters, PredictReport, run_predict
 from .prior_shift import PriorShift
 from .progress import Monitor
 from .raster import RasterInfo, RasterSource, inspect_raster
 from .runtime import resolve_device
+from .session_lock import SessionLock
 from .sparse_training import SparseSettings as TrainingSettings
 from .sparse_training import SparseTrainer, window_probabilities
 from .superpixels import ExpansionSettings, SparseLabels, expand_clicks
@@ -55,6 +61,9 @@ ogr.UseExceptions()
 SESSION_FORMAT = 1
 KEEP_CHECKPOINTS = 10
 """Retraining rounds that can be undone; older checkpoints are deleted to bound disk use."""
+CHECKPOINT_NAME = re.compile(r"^round-\d{4,}\.safetensors(\.tmp)?$")
+"""The only files this program writes (and so may remove) in a session's checkpoints folder."""
+TABLES = ("clicks", "patches", "iterations", "actions", "session")
 
 
 def _now() -> str:
@@ -128,12 +137,20 @@ class Iteration:
     created: str
     details: str  # JSON: settings and losses of the round
 
+    @property
+    def pruned(self) -> bool:
+        """Its checkpoint was deleted on purpose (older than the undo window)."""
+        try:
+            return bool(self.checkpoint and json.loads(self.details or "{}").get("pruned"))
+        except (ValueError, AttributeError):
+            return False
+
 
 class SessionStore:
     """The GeoPackage itself: typed reads and transactional writes, nothing else."""
 
-    def __init__(self, path: Path, source: ogr.DataSource):
-        self.path, self.source = path, source
+    def __init__(self, path: Path, source: ogr.DataSource, writable: bool = True):
+        self.path, self.source, self.writable = path, source, writable
 
     @classmethod
     def create(cls, path: Path, info: RasterInfo, metadata: dict[str, Any]) -> SessionStore:
@@ -170,23 +187,31 @@ class SessionStore:
         return store
 
     @classmethod
-    def open(cls, path: Path) -> SessionStore:
+    def open(cls, path: Path, writable: bool = True) -> SessionStore:
         if not path.is_file():
             raise UserError(f"session not found: {path}")
         try:
-            source = ogr.Open(str(path), 1)
+            source = ogr.Open(str(path), 1 if writable else 0)
         except RuntimeError as exc:
             raise UserError(f"{path} is not a session GeoPackage ({exc})") from None
         if source is None or source.GetLayerByName("iterations") is None:
             raise UserError(f"{path} is not a session GeoPackage (no 'iterations' table)")
+        missing = [name for name in TABLES if source.GetLayerByName(name) is None]
+        if missing:
+            raise UserError(
+                f"{path} is damaged: its {', '.join(repr(m) for m in missing)} table(s) are missing "
+                "(edited outside this program?)"
+            )
         source.ExecuteSQL("PRAGMA busy_timeout = 10000")  # QGIS may be reading the same file
-        return cls(path, source)
+        return cls(path, source, writable)
 
     def close(self) -> None:
         self.source = None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
+        if not self.writable:
+            raise UserError(f"{self.path} is open for reading only here")
         self.source.StartTransaction()
         try:
             yield
@@ -222,23 +247,44 @@ class SessionStore:
         return sorted(rows, key=lambda r: r["fid"])
 
     def metadata(self) -> dict[str, Any]:
-        return {row["key"]: json.loads(row["value"]) for row in self._rows("session")}
+        values = {}
+        for row in self._rows("session"):
+            try:
+                values[row["key"]] = json.loads(row["value"])
+            except (KeyError, TypeError, ValueError, RecursionError):
+                raise self.damaged(
+                    f"the 'session' table's value for {row.get('key')!r} is not JSON"
+                ) from None
+        return values
+
+    def damaged(self, what: str) -> UserError:
+        return UserError(f"{self.path} is damaged: {what} (edited outside this program?)")
 
     def clicks(self) -> list[StoredClick]:
         """In the order they were made (a restored click keeps its place)."""
-        clicks = [
-            StoredClick(r["click_id"], r["row"], r["col"], r["class_id"], r["class_name"], r["iteration"],
-                        r["created"], r["source"])
-            for r in self._rows("clicks")
-        ]  # fmt: skip
+        try:
+            clicks = [
+                StoredClick(int(r["click_id"]), int(r["row"]), int(r["col"]), int(r["class_id"]),
+                            str(r["class_name"]), int(r["iteration"]), r["created"], r["source"])
+                for r in self._rows("clicks")
+            ]  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            raise self.damaged("a row of its 'clicks' table lacks a value") from None
         return sorted(clicks, key=lambda c: c.click_id)
 
     def iterations(self) -> list[Iteration]:
-        return [
-            Iteration(r["iteration"], r["kind"], r["clicks"], r["checkpoint"] or "", r["sha256"] or "",
-                      r["miou"], r["train_seconds"], r["created"], r["details"] or "{}")
-            for r in self._rows("iterations")
-        ]  # fmt: skip
+        try:
+            rows = [
+                Iteration(int(r["iteration"]), str(r["kind"]), int(r["clicks"]), r["checkpoint"] or "",
+                          r["sha256"] or "", r["miou"], r["train_seconds"], r["created"],
+                          r["details"] or "{}")
+                for r in self._rows("iterations")
+            ]  # fmt: skip
+        except (KeyError, TypeError, ValueError):
+            raise self.damaged("a row of its 'iterations' table lacks a value") from None
+        if not rows:
+            raise self.damaged("its 'iterations' table is empty")
+        return rows
 
     def actions(self) -> list[dict[str, Any]]:
         return self._rows("actions")
@@ -272,6 +318,9 @@ class SessionStore:
 
     def set_miou(self, iteration: int, miou: float) -> None:
         self._update("iterations", "iteration", iteration, "miou", miou)
+
+    def set_details(self, iteration: int, details: str) -> None:
+        self._update("iterations", "iteration", iteration, "details", details)
 
     def push_action(self, kind: str, payload: dict[str, Any]) -> None:
         self._insert("actions", {"kind": kind, "payload": json.dumps(payload), "created": _now()})
@@ -310,16 +359,23 @@ class SessionStore:
 class Session:
     """The engine side of the analyst's loop: click, update, retrain, undo, export."""
 
-    def __init__(self, path: Path, store: SessionStore, device: torch.device):
+    def __init__(self, path: Path, store: SessionStore, device: torch.device, lock: SessionLock | None):
+        """``lock``: held by a writer; ``None`` opens the session for reading (nothing is written
+        or removed then)."""
         self.path = path
         self.store = store
         self.device = device
+        self.lock = lock
+        self.notices: list[str] = []  # what the user should know (a damaged checkpoint …)
         meta = store.metadata()
         self.meta = meta  # written once at creation: safe to read from any thread
-        self.raster = Path(meta["raster"])
-        self.model_dir = Path(meta["model"])
+        try:
+            self.raster = Path(meta["raster"])
+            self.model_dir = Path(meta["model"])
+        except (KeyError, TypeError):
+            raise store.damaged("its 'session' table does not say which raster and model") from None
         self.info = inspect_raster(self.raster)
-        self.settings = settings_from_meta(meta.get("disca", {}))
+        self.settings = _settings_or_damaged(store, meta.get("disca", {}))
         self.checkpoints = path.with_suffix(".checkpoints")
         self.outputs = path.with_suffix(".outputs")
         self.bundle = load_bundle(self.model_dir)
@@ -331,8 +387,9 @@ class Session:
         self.bundle.network.to(device)
         self._disca: Disca | None = None
         self._iterations: list[Iteration] | None = None
-        self._remove_orphans()
-        self._load_weights(self.current_checkpoint())
+        if lock is not None:
+            self._remove_orphans()
+        self.current = self._restore_weights()
         self.settings = self._settings_of_last_round() or self.settings
 
     def _settings_of_last_round(self) -> DiscaSettings | SparseSettings | None:
@@ -345,7 +402,7 @@ class Session:
                     return settings_from_meta(
                         {"kind": "sial" if "training" in settings else "disca", **settings}
                     )
-                except TypeError:
+                except (TypeError, ValueError, AttributeError):
                     return None
         return None
 
@@ -367,6 +424,8 @@ class Session:
         path = Path(path)
         info = inspect_raster(raster)
         bundle = load_bundle(model_dir)
+        if path.exists():
+            raise UserError(f"{path} already exists: open it, or choose another session file")
         if starting_weights is not None and Path(starting_weights).is_dir():  # another bundle
             starting_weights = Path(starting_weights) / load_bundle(starting_weights).card.weights_file
         with RasterSource(raster, bundle.card.input):
@@ -382,18 +441,44 @@ class Session:
             "created": _now(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        store = SessionStore.create(path, info, metadata)
-        with store.transaction():
-            store.insert_iteration(Iteration(0, "start", 0, "", "", None, None, _now(), "{}"))
-        return cls(path, store, resolve_device(device))
+        lock = SessionLock(path)
+        lock.acquire()
+        try:
+            store = SessionStore.create(path, info, metadata)
+            with store.transaction():
+                store.insert_iteration(Iteration(0, "start", 0, "", "", None, None, _now(), "{}"))
+            return cls(path, store, resolve_device(device), lock)
+        except BaseException:
+            lock.release()
+            raise
 
     @classmethod
-    def open(cls, path: str | Path, device: str = "auto") -> Session:
+    def open(cls, path: str | Path, device: str = "auto", writer: bool = True) -> Session:
+        """The session at ``path``; a writer holds its lock until :meth:`close`, a reader
+        (``writer=False``: status, export) takes none and changes nothing."""
         path = Path(path)
-        return cls(path, SessionStore.open(path), resolve_device(device))
+        lock = SessionLock(path) if writer else None
+        if lock is not None:
+            if not path.is_file():
+                raise UserError(f"session not found: {path}")
+            lock.acquire()
+        try:
+            return cls(path, SessionStore.open(path, writable=writer), resolve_device(device), lock)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
 
     def close(self) -> None:
         self.store.close()
+        if self.lock is not None:
+            self.lock.release()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------------ state
 
@@ -414,13 +499,13 @@ class Session:
         return self.iterations()[-1].iteration
 
     def current_checkpoint(self) -> Path | None:
-        name = self.iterations()[-1].checkpoint
-        return self.checkpoints / name if name else None
+        """The checkpoint whose weights the model has now (None: the starting weights)."""
+        return self.checkpoints / self.current.checkpoint if self.current.checkpoint else None
 
     def model_key(self) -> str:
         """Identifies the current weights (for the prediction cache)."""
-        last = self.iterations()[-1]
-        return last.sha256 or f"{self.bundle.card.weights_sha256}:{self.meta.get('starting_weights')}"
+        current = self.current
+        return current.sha256 or f"{self.bundle.card.weights_sha256}:{self.meta.get('starting_weights')}"
 
     # ------------------------------------------------------------------ clicks
 
@@ -500,12 +585,16 @@ class Session:
                     previous = self._prior_in_weights()
                     report.prior_shift = previous.to_json() if previous is not None else None
             except BaseException:
-                self._load_weights(self.current_checkpoint())  # the last good weights, untouched
+                self._load_weights(self.current)  # the last good weights, untouched
                 raise
         iteration = self.iteration + 1
-        self.checkpoints.mkdir(exist_ok=True)
         name = f"round-{iteration:04d}.safetensors"
-        _save_state(self.bundle.network, self.checkpoints / name)
+        try:
+            self.checkpoints.mkdir(exist_ok=True)
+            _save_state(self.bundle.network, self.checkpoints / name)
+        except BaseException:
+            self._load_weights(self.current)
+            raise
         return TrainedRound(iteration, name, len(clicks), report)
 
     def _train_sparse(
@@ -531,7 +620,7 @@ class Session:
 
     def _prior_in_weights(self) -> PriorShift | None:
         """The class-prior correction the current weights carry (a SIAL round may leave one)."""
-        details = json.loads(self.iterations()[-1].details or "{}")
+        details = json.loads(self.current.details or "{}")
         return PriorShift.from_json(details["prior_shift"]) if details.get("prior_shift") else None
 
     def commit_round(self, trained: TrainedRound) -> None:
@@ -558,6 +647,7 @@ class Session:
             self.store.insert_iteration(record)
             self.store.push_action("retrain", {"iteration": trained.iteration})
         self._iterations = None
+        self.current = record
         self._prune_checkpoints()
 
     def _disca_engine(self) -> Disca:
@@ -571,30 +661,80 @@ class Session:
             )
         return self._disca
 
-    def _load_weights(self, checkpoint: Path | None) -> None:
-        if checkpoint is None:
+    def _restore_weights(self) -> Iteration:
+        """Load the newest round whose checkpoint is intact; returns its record.
+
+        A missing or damaged checkpoint (its SHA-256 differs from the one recorded when it was
+        written) is reported in :attr:`notices` and skipped, down to the starting weights (the
+        first row, which has no checkpoint). Rounds pruned on purpose are skipped quietly.
+        """
+        skipped = []
+        for record in reversed(self.iterations()):
+            if record.pruned:
+                continue
+            problem = self._checkpoint_problem(record)
+            if problem is None:
+                break
+            skipped.append(f"round {record.iteration}'s checkpoint {record.checkpoint} {problem}")
+        else:  # the first row (the starting weights) has no checkpoint: only an edited table
+            raise self.store.damaged("none of its rounds has intact weights")
+        self._load_weights(record)
+        if skipped:
+            using = f"round {record.iteration}" if record.checkpoint else "the starting weights"
+            self.notices.append(
+                f"{'; '.join(skipped)}: the model is {using}, the newest intact round"
+                + (" (undo removes the damaged round)" if self.lock is not None else "")
+            )
+        return record
+
+    def _checkpoint_problem(self, record: Iteration) -> str | None:
+        if not record.checkpoint:
+            return None
+        path = self.checkpoints / record.checkpoint
+        if not path.is_file():
+            return "is missing"
+        if record.sha256 and sha256_of(path) != record.sha256:
+            return "is damaged (its SHA-256 differs from the one recorded when it was written)"
+        return None
+
+    def _load_weights(self, record: Iteration) -> None:
+        if not record.checkpoint:
             if self.meta.get("starting_weights"):
                 _load_state(self.bundle.network, Path(self.meta["starting_weights"]))
             else:
                 fresh = load_bundle(self.model_dir).network
                 self.bundle.network.load_state_dict(fresh.state_dict())
         else:
-            _load_state(self.bundle.network, checkpoint)
+            _load_state(self.bundle.network, self.checkpoints / record.checkpoint)
         self.bundle.network.to(self.device).eval()
 
     def _prune_checkpoints(self) -> None:
-        keep = {i.checkpoint for i in self.iterations()[-(KEEP_CHECKPOINTS + 1) :] if i.checkpoint}
-        for path in self.checkpoints.glob("round-*.safetensors"):
-            if path.name not in keep:
-                path.unlink()
+        """Delete the checkpoints older than the undo window; their rows say so first, so that a
+        pruned round is never taken for a lost one."""
+        records = self.iterations()
+        old = [r for r in records[: -(KEEP_CHECKPOINTS + 1)] if r.checkpoint and not r.pruned]
+        if not old:
+            return
+        with self.store.transaction():
+            for record in old:
+                details = {**json.loads(record.details or "{}"), "pruned": True}
+                self.store.set_details(record.iteration, json.dumps(details))
+        self._iterations = None
+        for record in old:
+            if CHECKPOINT_NAME.match(record.checkpoint):
+                (self.checkpoints / record.checkpoint).unlink(missing_ok=True)
 
     def _remove_orphans(self) -> None:
-        """Files a crash left behind: temporary writes and checkpoints no row refers to."""
+        """Files a crash left behind: our temporary writes and checkpoints no row refers to.
+
+        Only a writer calls this (it holds the lock, so no other process is writing one), and
+        only names this program writes are considered.
+        """
         if not self.checkpoints.is_dir():
             return
         referenced = {i.checkpoint for i in self.iterations() if i.checkpoint}
         for path in self.checkpoints.iterdir():
-            if path.name not in referenced:
+            if CHECKPOINT_NAME.match(path.name) and path.name not in referenced and path.is_file():
                 path.unlink()
 
     # ------------------------------------------------------------------ undo
@@ -615,17 +755,14 @@ class Session:
                 message = f"restored click {click.click_id}"
             else:
                 iterations = self.iterations()
-                previous = iterations[-2] if len(iterations) > 1 else None
-                if previous is None or (
-                    previous.checkpoint and not (self.checkpoints / previous.checkpoint).exists()
-                ):
+                if len(iterations) < 2 or iterations[-2].pruned:
                     raise UserError(f"only the last {KEEP_CHECKPOINTS} retraining rounds can be undone")
                 self.store.delete_iteration(payload["iteration"])
                 self._iterations = None
                 message = f"undid retraining round {payload['iteration']}"
         if kind == "retrain":
             (self.checkpoints / f"round-{payload['iteration']:04d}.safetensors").unlink(missing_ok=True)
-            self._load_weights(self.current_checkpoint())
+            self.current = self._restore_weights()
         return message
 
     # ------------------------------------------------------------------ outputs
@@ -723,16 +860,30 @@ def settings_from_meta(data: dict[str, Any]) -> DiscaSettings | SparseSettings:
     )
 
 
+def _settings_or_damaged(store: SessionStore, data: Any) -> DiscaSettings | SparseSettings:
+    try:
+        return settings_from_meta(dict(data))
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise store.damaged(f"its retraining settings are not valid ({exc})") from None
+
+
 def _save_state(network: torch.nn.Module, path: Path) -> None:
     """Weights (float32) written atomically: a checkpoint file is either complete or absent."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
-    save_file({k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}, str(tmp))
-    os.replace(tmp, path)
+    try:
+        save_file({k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}, str(tmp))
+        os.replace(tmp, path)
+    except BaseException as exc:
+        tmp.unlink(missing_ok=True)
+        if not isinstance(exc, UserError) and is_disk_full(exc):
+            raise disk_full_error(path.parent) from None
+        raise
 
 
 def _load_state(network: torch.nn.Module, path: Path) -> None:
+    """Weights from ``path`` into ``network``; one clear error if they are not this network's."""
     from safetensors.torch import load_file
 
     try:
@@ -740,4 +891,9 @@ def _load_state(network: torch.nn.Module, path: Path) -> None:
     except Exception as exc:
         raise UserError(f"cannot read weights {path}: {exc}") from None
     expected = network.state_dict()
+    wrong = sorted(set(expected) ^ set(state)) or [
+        k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)
+    ]
+    if wrong:
+        raise UserError(f"the weights in {path} are not this session's model (first mismatch: {wrong[0]})")
     network.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})

@@ -41,6 +41,7 @@ from .clicks import Click
 from .errors import UserError
 from .evaluation import LABEL_NODATA, Scores, predict_in_memory, read_labels, score
 from .inference import Predictor
+from .ownership import check_folder, claim
 from .progress import Monitor
 from .raster import MemoryRasterSource, RasterSource
 from .runtime import resolve_device
@@ -50,6 +51,7 @@ from .tiling import patch_grid
 from .training import TrainingConfig
 
 FIRST_CLICKS = ("regions", "untrained")
+SIAL_FILE = "sial.json"
 """What the first iteration's annotator sees: no prediction at all, or the untrained network's."""
 
 
@@ -170,8 +172,8 @@ def _write(
         "train_rasters": [Path(i).name for i, _ in config.train],
         "validation_rasters": [Path(i).name for i, _ in config.validation],
     }
-    params.out_dir.mkdir(parents=True, exist_ok=True)
-    (params.out_dir / "sial.json").write_text(json.dumps(result, indent=2) + "\n")
+    claim(params.out_dir, [SIAL_FILE])
+    (params.out_dir / SIAL_FILE).write_text(json.dumps(result, indent=2) + "\n")
     return result
 
 
@@ -186,6 +188,7 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
             "dense labels are one fit on every labelled pixel: one iteration, without superpixel "
             "expansion, self-training or the prior correction"
         )
+    check_folder(params.out_dir, [SIAL_FILE])  # before hours of training, not after
     config, device = params.config, resolve_device(params.device)
     card = config.card().with_updates(name=f"{config.name}-sial", clicks=ClickEncoding(enabled=False))
     names = [c.name for c in card.classes]

@@ -207,6 +207,8 @@ class SessionController(QObject):
             return False
         self._close_session()
         self.session = session
+        for notice in session.notices:  # a damaged checkpoint, and which round is used instead
+            self._say(notice[0].upper() + notice[1:] + ".", Qgis.Warning)
         if self.is_sial:
             self.sial_settings = session.settings  # the dock shows them; the next round keeps them
         self.layers = find_session_layers(session.path, self.project)
@@ -240,6 +242,7 @@ class SessionController(QObject):
     def _run(self, description: str, work: Callable[[Any], Any], done: Callable[[Any], None]) -> None:
         task = EngineTask(description, work, lambda result: self._done(done, result), self._failed)
         task.status.connect(lambda text: self.progress.emit(int(task.progress()), text))
+        task.notice.connect(lambda text: self._say(text[0].upper() + text[1:] + ".", Qgis.Info))
         self.task = task
         self.busy_changed.emit(True, description)
         QgsApplication.taskManager().addTask(task)
@@ -515,8 +518,16 @@ class SessionController(QObject):
             lambda count: self._say(f"Wrote {count} class polygons to {path}.", Qgis.Success),
         )
 
-    def export_bundle(self, directory: str | Path) -> Path:
-        return self.session.export_bundle(directory)
+    def export_bundle(self, directory: str | Path) -> Path | None:
+        """The adapted model into ``directory``: a folder the analyst picked, which may hold their
+        own files, so a non-empty folder gets a sub-folder named after the model (never replaced)."""
+        from backend.errors import UserError
+
+        try:
+            return self.session.export_bundle(directory)
+        except UserError as exc:
+            self._say(str(exc), Qgis.Warning)
+            return None
 
     def export_clicks(self, path: str | Path) -> Path:
         from backend.clicks import write_clicks

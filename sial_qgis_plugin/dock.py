@@ -354,8 +354,9 @@ class SegmentationDock(QgsDockWidget):
             self.controller.export_polygons(path)
 
     def export_bundle(self) -> None:
-        if folder := QFileDialog.getExistingDirectory(self, "Folder for the adapted model bundle"):
-            self._message(f"Wrote {self.controller.export_bundle(folder)}", Qgis.Success)
+        folder = QFileDialog.getExistingDirectory(self, "Folder for the adapted model bundle")
+        if folder and (written := self.controller.export_bundle(folder)):
+            self._message(f"Wrote the model bundle {written}", Qgis.Success)
 
     def export_clicks(self) -> None:
         if path := self._save_path("Export the clicks", "clicks.gpkg", "GeoPackage (*.gpkg)"):

@@ -18,6 +18,7 @@ class EngineTask(QgsTask):
     then run on the GUI thread (from :meth:`finished`)."""
 
     status = pyqtSignal(str)
+    notice = pyqtSignal(str)  # a sentence for the user: a long run's size and estimated time …
 
     def __init__(
         self,
@@ -40,7 +41,7 @@ class EngineTask(QgsTask):
             self.status.emit(message)
 
         try:
-            self.result = self.work(Monitor(progress, self.isCanceled))
+            self.result = self.work(Monitor(progress, self.isCanceled, self.notice.emit))
             return True
         except Cancelled:
             self.error = "cancelled"

@@ -71,18 +71,20 @@ def write_raster(
     **options,
 ) -> Path:
     """Write ``data`` (bands × H × W); ``mask`` (True = valid) becomes an internal mask."""
-    profile = dict(
-        driver="GTiff",
-        width=data.shape[2],
-        height=data.shape[1],
-        count=data.shape[0],
-        dtype=data.dtype,
-        nodata=nodata,
-        tiled=True,
-        blockxsize=256,
-        blockysize=256,
-        compress="deflate",
-        **options,
+    profile = (
+        dict(
+            driver="GTiff",
+            width=data.shape[2],
+            height=data.shape[1],
+            count=data.shape[0],
+            dtype=data.dtype,
+            nodata=nodata,
+            tiled=True,
+            blockxsize=256,
+            blockysize=256,
+            compress="deflate",
+        )
+        | options
     )
     if crs is not None:
         profile["crs"] = CRS.from_string(crs)
@@ -147,3 +149,20 @@ def plain_probabilities(network, card, source, size=384):
     x = np.concatenate([image, np.zeros((card.n_classes, size, size), np.float32)])[None]
     with torch.inference_mode():
         return network.eval()(torch.from_numpy(x)).softmax(1)[0].numpy()
+
+
+def run_on_small_disk(
+    mount: Path, size_kb: int, command: str, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """Run a shell ``command`` with a fresh ``size_kb`` tmpfs mounted at ``mount``, in a private
+    mount namespace (root: ``unshare -m``; others: also a user namespace), so that nothing has to
+    be unmounted afterwards and the disk is really full when it is. What the command leaves on
+    that disk is gone when it ends: list it from within ``command``."""
+    import os
+    import shlex
+
+    namespaces = ["-m"] if os.geteuid() == 0 else ["-r", "-m"]
+    script = f"mount -t tmpfs -o size={size_kb}k tmpfs {shlex.quote(str(mount))} && cd {REPO} && {command}"
+    return subprocess.run(
+        ["unshare", *namespaces, "sh", "-c", script], capture_output=True, text=True, timeout=timeout
+    )

@@ -39,7 +39,7 @@ def _monitor(feedback):
         if message:
             feedback.setProgressText(message)
 
-    return Monitor(progress, feedback.isCanceled)
+    return Monitor(progress, feedback.isCanceled, feedback.pushInfo)
 
 
 def _engine(call, *args):

@@ -9,7 +9,7 @@ import pytest
 from backend.bundle import load_bundle
 from backend.clicks import Click, write_clicks
 from backend.errors import Cancelled
-from backend.predict import PredictParameters, run_predict
+from backend.predict import CACHE_DIR, PredictParameters, run_predict
 from backend.progress import Monitor
 from backend.raster import inspect_raster
 from backend.tiling import TileGrid
@@ -129,4 +129,4 @@ def test_an_interrupted_update_leaves_outputs_intact_and_forces_a_full_run(tmp_p
 def test_without_cache_nothing_is_kept(tmp_path, scene, fast_model):
     out = tmp_path / "plain"
     predict(scene, out, fast_model, cache=False)
-    assert not (out / ".cache").exists()
+    assert not (out / CACHE_DIR).exists()

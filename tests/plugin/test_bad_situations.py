@@ -56,3 +56,74 @@ def test_missing_dependencies_show_the_install_dialog(qgis_iface, monkeypatch):
     assert any(part.startswith("numpy==") for part in command)  # QGIS's numpy is kept
     dialog.close()
     plugin.unload()
+
+
+def test_the_adapted_model_exported_into_a_users_folder_lands_in_a_sub_folder(
+    controller, raster_layer, small_tile_model, tmp_path
+):
+    from backend.bundle import load_bundle
+
+    assert controller.start(raster_layer, small_tile_model, "cpu", tmp_path / "s.gpkg")
+    wait_until_idle(controller)
+    mine = tmp_path / "Documents"
+    mine.mkdir()
+    (mine / "thesis.odt").write_bytes(b"three years")
+    written = controller.export_bundle(mine)  # what the dock's folder dialog hands over
+    assert written == mine / "test-timm-mobilenetv3_small_minimal_100-adapted"
+    assert load_bundle(written).card.name.endswith("-adapted")
+    assert (mine / "thesis.odt").read_bytes() == b"three years"
+    (mine / written.name).rename(mine / "kept")  # a folder of that name that is not a bundle now
+    (mine / written.name).mkdir()
+    (mine / written.name / "data.csv").write_text("1\n")
+    assert controller.export_bundle(mine) is None
+    assert "is not a model bundle: choose an empty or a new folder" in controller.messages[-1]
+
+
+def test_a_session_another_process_writes_is_refused_with_a_reason(
+    controller, scene, small_tile_model, tmp_path
+):
+    import subprocess
+    import sys
+
+    from backend.session import Session
+    from tests.helpers import REPO
+
+    path = tmp_path / "shared.gpkg"
+    Session.create(path, scene.image, small_tile_model, "cpu").close()
+    code = (
+        f"from backend.session import Session; s = Session.open({str(path)!r}, 'cpu'); print(1, flush=True)"
+    )
+    code += "; input()"
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE
+    )
+    try:
+        assert holder.stdout.readline().strip() == b"1"
+        assert not controller.open_session(path, "cpu")
+        assert controller.session is None
+        assert f"session shared.gpkg is busy: process {holder.pid}" in controller.messages[-1]
+    finally:
+        holder.kill()
+        holder.wait()
+    assert controller.open_session(path, "cpu")
+
+
+def test_a_damaged_checkpoint_is_said_when_the_session_is_reopened(
+    controller, scene, small_tile_model, tmp_path
+):
+    from contextlib import closing
+
+    from backend.disca import DiscaSettings
+    from backend.session import Session
+
+    path = tmp_path / "damaged.gpkg"
+    with closing(
+        Session.create(path, scene.image, small_tile_model, "cpu", settings=DiscaSettings(steps=2))
+    ) as session:
+        session.add_click(30, 30, 1)
+        session.retrain()
+    (tmp_path / "damaged.checkpoints" / "round-0001.safetensors").write_bytes(b"not weights")
+    assert controller.open_session(path, "cpu")
+    assert controller.messages[-1].startswith("Round 1's checkpoint round-0001.safetensors is damaged")
+    assert "the model is the starting weights" in controller.messages[-1]
+    assert controller.session.current.iteration == 0 and controller.session.iteration == 1
