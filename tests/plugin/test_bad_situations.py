@@ -127,3 +127,13 @@ def test_a_damaged_checkpoint_is_said_when_the_session_is_reopened(
     assert controller.messages[-1].startswith("Round 1's checkpoint round-0001.safetensors is damaged")
     assert "the model is the starting weights" in controller.messages[-1]
     assert controller.session.current.iteration == 0 and controller.session.iteration == 1
+
+
+def test_a_long_prediction_is_announced_in_the_dock(controller, small_tile_model, tmp_path):
+    path = write_raster(tmp_path / "wide.tif", random_image(800, 800, seed=3))
+    layer = QgsRasterLayer(str(path), "wide")
+    QgsProject.instance().addMapLayer(layer)
+    assert controller.start(layer, small_tile_model, "cpu", tmp_path / "w.gpkg")
+    wait_until_idle(controller)
+    announced = [m for m in controller.messages if " tiles of 128 px on cpu; outputs about " in m]
+    assert announced == [announced[0]] and announced[0].startswith("800 × 800 px: 64 tiles")
