@@ -11,7 +11,7 @@ from types import ModuleType
 from rasterio.errors import NotGeoreferencedWarning
 
 from backend.errors import UserError
-from backend.runtime import limit_gdal_cache, tune_allocator
+from backend.system.runtime import limit_gdal_cache, tune_allocator
 
 from . import acquisition, clicks, domain_adaptation, memory, pipeline, prior, queries, seeds, sial_session
 from .options import add_model_and_device

@@ -14,13 +14,13 @@ from typing import Any
 
 import torch
 
-from backend.bundle import load_bundle
-from backend.inference import Predictor
-from backend.predict import PredictParameters, run_predict
-from backend.raster import RasterSource
-from backend.runtime import resolve_device, synchronize
-from backend.tiling import TileGrid
-from backend.uncertainty import ACQUISITIONS, Acquisition
+from backend.io.raster import RasterSource
+from backend.io.tiling import TileGrid
+from backend.model.bundle import load_bundle
+from backend.predict.inference import Predictor
+from backend.predict.job import PredictParameters, run_predict
+from backend.predict.uncertainty import ACQUISITIONS, Acquisition
+from backend.system.runtime import resolve_device, synchronize
 
 from . import OUT
 from .machine import describe_machine

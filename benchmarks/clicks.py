@@ -16,10 +16,10 @@ from typing import Any
 
 import numpy as np
 
-from backend.benchmark import BenchmarkParameters, plot_runs, run_benchmark
-from backend.disca import DiscaSettings
 from backend.errors import UserError
-from backend.runtime import resolve_device
+from backend.learn.disca import DiscaSettings
+from backend.protocols.dial import BenchmarkParameters, plot_runs, run_benchmark
+from backend.system.runtime import resolve_device
 
 from . import OUT
 from .machine import describe_machine

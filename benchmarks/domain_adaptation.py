@@ -24,9 +24,9 @@ from rasterio.enums import Resampling
 from rasterio.features import rasterize
 from rasterio.warp import transform_geom
 
-from backend.benchmark import BenchmarkParameters, plot_runs, run_benchmark
-from backend.disca import DiscaSettings
 from backend.errors import UserError
+from backend.learn.disca import DiscaSettings
+from backend.protocols.dial import BenchmarkParameters, plot_runs, run_benchmark
 
 from . import OUT
 from .machine import describe_machine
@@ -166,7 +166,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
     )
     machine = describe_machine(
-        __import__("backend.runtime", fromlist=["resolve_device"]).resolve_device(args.device)
+        __import__("backend.system.runtime", fromlist=["resolve_device"]).resolve_device(args.device)
     )
     header("domain adaptation with clicks", machine, {"disca": str(settings), "clicks": str(args.clicks)})
     rows, results = [], {}

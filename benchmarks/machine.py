@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.runtime import describe_device
+from backend.system.runtime import describe_device
 
 
 def cpu_model() -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from backend.errors import UserError
-from backend.runtime import resolve_device
+from backend.system.runtime import resolve_device
 
 from . import OUT, REPOSITORY
 from .machine import describe_machine
@@ -106,7 +106,7 @@ def child_run(command: list[str], log: Path, env: dict[str, str] | None = None) 
 
 def baseline(model_dir: Path) -> ChildRun:
     """Peak of a child that only imports the engine and loads the model: the floor under any run."""
-    code = f"import backend.predict, backend.bundle as b; b.load_bundle({str(model_dir)!r})"
+    code = f"import backend.predict.job, backend.model.bundle as b; b.load_bundle({str(model_dir)!r})"
     log = RUN_DIR / "baseline.log"
     child = child_run([sys.executable, "-c", code], log)
     if child.status != 0:

@@ -9,10 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from backend.bundle import CARD_FILE, create_bundle, read_card, save_bundle
-from backend.card import ClassInfo, ModelCard
-from backend.demo import DUBAI_COLOURS
-from backend.sample_scene import CLASS_NAMES
+from backend.demo.run import DUBAI_COLOURS
+from backend.demo.scene import CLASS_NAMES
+from backend.model.bundle import CARD_FILE, create_bundle, read_card, save_bundle
+from backend.model.card import ClassInfo, ModelCard
 
 from . import OUT, REPOSITORY
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from backend.runtime import DEVICE_CHOICES
+from backend.system.runtime import DEVICE_CHOICES
 
 
 def add_model_and_device(parser: argparse.ArgumentParser) -> None:

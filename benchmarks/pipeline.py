@@ -14,14 +14,14 @@ from typing import Any
 
 import torch
 
-from backend.bundle import load_bundle
 from backend.errors import UserError
-from backend.inference import Predictor
-from backend.predict import PredictParameters, run_predict
-from backend.raster import RasterSource
-from backend.runtime import resolve_device, synchronize
-from backend.tiling import Tile, TileGrid
-from backend.uncertainty import Acquisition, run_network
+from backend.io.raster import RasterSource
+from backend.io.tiling import Tile, TileGrid
+from backend.model.bundle import load_bundle
+from backend.predict.inference import Predictor
+from backend.predict.job import PredictParameters, run_predict
+from backend.predict.uncertainty import Acquisition, run_network
+from backend.system.runtime import resolve_device, synchronize
 
 from . import OUT
 from .machine import describe_machine

@@ -20,14 +20,14 @@ from typing import Any
 
 import numpy as np
 
-from backend.bundle import load_bundle
-from backend.evaluation import Scores, predict_in_memory, read_labels, score
-from backend.inference import Predictor
-from backend.prior_shift import MAX_WINDOWS, PriorShift, estimate_shares, sample_posteriors
-from backend.raster import MemoryRasterSource, RasterSource
-from backend.runtime import resolve_device
-from backend.sparse_training import window_probabilities
-from backend.training import TrainingConfig
+from backend.io.raster import MemoryRasterSource, RasterSource
+from backend.learn.prior_shift import MAX_WINDOWS, PriorShift, estimate_shares, sample_posteriors
+from backend.learn.sparse_training import window_probabilities
+from backend.learn.training import TrainingConfig
+from backend.model.bundle import load_bundle
+from backend.predict.evaluation import Scores, predict_in_memory, read_labels, score
+from backend.predict.inference import Predictor
+from backend.system.runtime import resolve_device
 
 from .machine import describe_machine
 from .report import header, save, say, started, status

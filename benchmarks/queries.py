@@ -22,15 +22,21 @@ from typing import Any
 import numpy as np
 import torch
 
-from backend.adaptive_regions import RegionSettings, answer_region, merge_regions, rank_regions, superpixels
-from backend.agents import dial_click
-from backend.bundle import ModelBundle, load_bundle
-from backend.evaluation import predict_in_memory, read_labels, score
-from backend.inference import Predictor
-from backend.raster import RasterSource
-from backend.runtime import resolve_device
-from backend.sparse_training import SparseSettings, SparseTrainer
-from backend.superpixels import SparseLabels
+from backend.io.raster import RasterSource
+from backend.learn.sparse_training import SparseSettings, SparseTrainer
+from backend.learn.superpixels import SparseLabels
+from backend.model.bundle import ModelBundle, load_bundle
+from backend.predict.evaluation import predict_in_memory, read_labels, score
+from backend.predict.inference import Predictor
+from backend.protocols.agents import dial_click
+from backend.system.runtime import resolve_device
+from experiments.adaptive_regions import (
+    RegionSettings,
+    answer_region,
+    merge_regions,
+    rank_regions,
+    superpixels,
+)
 
 from .machine import describe_machine
 from .report import header, save, say, started

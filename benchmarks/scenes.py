@@ -19,8 +19,8 @@ import rasterio
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.windows import Window
 
+from backend.demo.scene import write_scene
 from backend.errors import UserError
-from backend.sample_scene import write_scene
 
 from . import OUT, REPOSITORY
 from .report import status

@@ -28,15 +28,22 @@ from typing import Any
 
 import numpy as np
 
-from backend.bundle import load_bundle
 from backend.errors import UserError
-from backend.evaluation import LABEL_NODATA, Scores, confusion_matrix, predict_in_memory, read_labels, score
-from backend.inference import Predictor
-from backend.outputs import CLASS_NODATA
-from backend.prior_shift import PriorShift
-from backend.raster import MemoryRasterSource, RasterSource
-from backend.runtime import resolve_device
-from backend.training import TrainingConfig
+from backend.io.outputs import CLASS_NODATA
+from backend.io.raster import MemoryRasterSource, RasterSource
+from backend.learn.prior_shift import PriorShift
+from backend.learn.training import TrainingConfig
+from backend.model.bundle import load_bundle
+from backend.predict.evaluation import (
+    LABEL_NODATA,
+    Scores,
+    confusion_matrix,
+    predict_in_memory,
+    read_labels,
+    score,
+)
+from backend.predict.inference import Predictor
+from backend.system.runtime import resolve_device
 
 from .machine import describe_machine
 from .report import header, save, say, started, status

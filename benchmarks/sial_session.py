@@ -19,13 +19,13 @@ from typing import Any
 
 import numpy as np
 
-from backend.agents import sial_clicks
-from backend.card import ClassInfo
-from backend.evaluation import read_labels, score
-from backend.new_model import create_model_for_raster
-from backend.runtime import resolve_device
-from backend.session import Session, SparseSettings
-from backend.training import TrainingConfig
+from backend.learn.new_model import create_model_for_raster
+from backend.learn.training import TrainingConfig
+from backend.model.card import ClassInfo
+from backend.predict.evaluation import read_labels, score
+from backend.protocols.agents import sial_clicks
+from backend.session.session import Session, SparseSettings
+from backend.system.runtime import resolve_device
 
 from .machine import describe_machine
 from .report import header, save, say, started, status

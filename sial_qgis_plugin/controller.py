@@ -41,8 +41,8 @@ class SessionController(QObject):
 
     def __init__(self, canvas, project: QgsProject | None = None, parent: QObject | None = None):
         super().__init__(parent)
-        from backend.disca import DiscaSettings
-        from backend.session import SparseSettings
+        from backend.learn.disca import DiscaSettings
+        from backend.session.session import SparseSettings
 
         self.canvas = canvas
         self.project = project or QgsProject.instance()
@@ -73,7 +73,7 @@ class SessionController(QObject):
     def is_sial(self) -> bool:
         """Whether the session's network learns from the clicks alone (SIAL rounds, its own
         settings) rather than being refined by DISCA with the dock's."""
-        from backend.session import SparseSettings
+        from backend.session.session import SparseSettings
 
         return self.session is not None and isinstance(self.session.settings, SparseSettings)
 
@@ -85,7 +85,7 @@ class SessionController(QObject):
         """What the dock lets the analyst change of the SIAL rounds still to come."""
         from dataclasses import replace
 
-        from backend.superpixels import ExpansionSettings
+        from backend.learn.superpixels import ExpansionSettings
 
         settings = self.sial_settings
         training = replace(settings.training, steps=steps, adjust_prior=adjust_prior)
@@ -145,7 +145,7 @@ class SessionController(QObject):
         """A new SIAL session: an untrained network for the analyst's own classes (written next
         to the session) that learns from the clicks alone, one Retrain round after another."""
         from backend.errors import UserError
-        from backend.new_model import create_model_for_raster, parse_classes
+        from backend.learn.new_model import create_model_for_raster, parse_classes
 
         source = self._raster_file(layer)
         if source is None:
@@ -180,7 +180,7 @@ class SessionController(QObject):
 
     def _begin(self, path: Path, source: Path, model_dir: str | Path, device: str, settings) -> bool:
         from backend.errors import UserError
-        from backend.session import Session
+        from backend.session.session import Session
 
         try:
             session = Session.create(path, source, model_dir, device, settings=settings)
@@ -198,7 +198,7 @@ class SessionController(QObject):
     def open_session(self, path: str | Path, device: str = "auto") -> bool:
         """Reopen a saved session (and its layers, if the project holds them)."""
         from backend.errors import UserError
-        from backend.session import Session
+        from backend.session.session import Session
 
         try:
             session = Session.open(path, device)
@@ -283,8 +283,8 @@ class SessionController(QObject):
     def predict(self, region: tuple[int, int, int, int] | None = None) -> None:
         """Update the maps: only the touched tiles after clicks, everything after retraining;
         ``region`` first refreshes just those pixels (the visible extent)."""
-        from backend.evaluation import read_labels, score
-        from backend.predict import run_predict
+        from backend.predict.evaluation import read_labels, score
+        from backend.predict.job import run_predict
 
         if self.session is None:
             self._say("Start a session first.", Qgis.Warning)
@@ -508,7 +508,7 @@ class SessionController(QObject):
 
     def export_polygons(self, path: str | Path) -> None:
         """Class polygons dissolved by class into a GeoPackage (in the background)."""
-        from backend.export import polygonize_classes
+        from backend.io.export import polygonize_classes
 
         classes = self.session.outputs / "classes.tif"
         card = self.session.bundle.card
@@ -530,7 +530,7 @@ class SessionController(QObject):
             return None
 
     def export_clicks(self, path: str | Path) -> Path:
-        from backend.clicks import write_clicks
+        from backend.io.clicks import write_clicks
 
         return write_clicks(
             Path(path), self.session.click_list(), self.session.info, self.session.bundle.card

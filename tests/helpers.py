@@ -13,8 +13,8 @@ from affine import Affine
 from rasterio.crs import CRS
 from rasterio.errors import NotGeoreferencedWarning
 
-from backend.bundle import ModelBundle, create_bundle, save_bundle
-from backend.card import ClassInfo, ModelCard, Tiling
+from backend.model.bundle import ModelBundle, create_bundle, save_bundle
+from backend.model.card import ClassInfo, ModelCard, Tiling
 
 REPO = Path(__file__).resolve().parent.parent
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -41,7 +41,7 @@ def make_card(
         provenance={"training": "none: freshly initialised for tests"},
     )
     if bands != 3:
-        from backend.card import InputSpec, Normalization
+        from backend.model.card import InputSpec, Normalization
 
         card = card.with_updates(
             input=InputSpec(

@@ -73,7 +73,7 @@ def command(profiles: Path, *arguments: str) -> list[str]:
 
 def start_desktop() -> int:
     """``./dev.sh qgis``: QGIS with the plugin enabled and the example scene open."""
-    from backend.sample_scene import write_scene
+    from backend.demo.scene import write_scene
 
     if not os.environ.get("DISPLAY"):
         print(

@@ -140,7 +140,7 @@ class PredictAlgorithm(EngineAlgorithm):
         self._map_outputs()
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        from backend.predict import PredictParameters, run_predict
+        from backend.predict.job import PredictParameters, run_predict
 
         raster = self.parameterAsRasterLayer(parameters, "INPUT", context)
         clicks = None
@@ -188,7 +188,7 @@ class RankAlgorithm(EngineAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        from backend.outputs import patch_scores_from_raster, write_patches
+        from backend.io.outputs import patch_scores_from_raster, write_patches
 
         raster = self.parameterAsRasterLayer(parameters, "INPUT", context)
         size = self.parameterAsInt(parameters, "PATCH_SIZE", context)
@@ -243,8 +243,8 @@ class RefineAlgorithm(EngineAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        from backend.disca import DiscaSettings
-        from backend.refine import RefineParameters, run_refine
+        from backend.learn.disca import DiscaSettings
+        from backend.learn.refine import RefineParameters, run_refine
 
         raster = self.parameterAsRasterLayer(parameters, "INPUT", context)
         clicks = self.parameterAsCompatibleSourceLayerPath(
@@ -296,7 +296,7 @@ class TrainAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_MODEL", "Model bundle"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        from backend.training import TrainingConfig, train
+        from backend.learn.training import TrainingConfig, train
 
         config = _engine(TrainingConfig.load, self.parameterAsFile(parameters, "CONFIG", context))
         steps = self.parameterAsInt(parameters, "STEPS", context)

@@ -1,6 +1,6 @@
 import numpy as np
 
-from backend.adaptive_regions import RegionSettings, answer_region, merge_regions, rank_regions
+from experiments.adaptive_regions import RegionSettings, answer_region, merge_regions, rank_regions
 
 
 def test_neighbours_with_close_class_distributions_merge_and_others_do_not():

@@ -1,9 +1,9 @@
 import numpy as np
 
-from backend.agents import dial_click, errors, region_centre, sial_clicks
-from backend.clicks import Click
-from backend.evaluation import LABEL_NODATA
-from backend.tiling import Patch
+from backend.io.clicks import Click
+from backend.io.tiling import Patch
+from backend.predict.evaluation import LABEL_NODATA
+from backend.protocols.agents import dial_click, errors, region_centre, sial_clicks
 
 
 def test_the_centre_of_a_ring_lies_on_the_ring():

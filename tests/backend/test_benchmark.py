@@ -3,10 +3,10 @@ import json
 import numpy as np
 import pytest
 
-from backend.benchmark import BenchmarkParameters, run_benchmark
-from backend.disca import DiscaSettings
-from backend.evaluation import read_labels
-from backend.sample_scene import write_scene
+from backend.demo.scene import write_scene
+from backend.learn.disca import DiscaSettings
+from backend.predict.evaluation import read_labels
+from backend.protocols.dial import BenchmarkParameters, run_benchmark
 from tests.helpers import run_cli
 
 

@@ -3,9 +3,9 @@ import json
 import pytest
 import torch
 
-from backend.bundle import create_bundle, load_bundle, read_card, save_bundle
-from backend.card import ModelCard
 from backend.errors import UserError
+from backend.model.bundle import create_bundle, load_bundle, read_card, save_bundle
+from backend.model.card import ModelCard
 from tests.helpers import make_card
 
 

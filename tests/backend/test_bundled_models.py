@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import pytest
 
-from backend.bundle import load_bundle
-from backend.evaluation import predict_in_memory, read_labels, score
-from backend.inference import Predictor
-from backend.raster import RasterSource
+from backend.io.raster import RasterSource
+from backend.model.bundle import load_bundle
+from backend.predict.evaluation import predict_in_memory, read_labels, score
+from backend.predict.inference import Predictor
 from tests.helpers import REPO, crop_shared
 
 pytestmark = pytest.mark.shared_data

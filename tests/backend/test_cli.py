@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from backend.clicks import Click, write_clicks
-from backend.raster import inspect_raster
+from backend.io.clicks import Click, write_clicks
+from backend.io.raster import inspect_raster
 from tests.helpers import make_card, random_image, run_cli, write_raster
 
 
@@ -182,8 +182,8 @@ def test_a_session_refuses_a_prior_correction_without_sial_rounds(tmp_path, rast
 
 
 def test_a_sial_session_makes_its_own_network_for_new_classes(tmp_path, raster):
-    from backend.bundle import read_card
-    from backend.session import Session, SparseSettings
+    from backend.model.bundle import read_card
+    from backend.session.session import Session, SparseSettings
 
     session = tmp_path / "fields.gpkg"
     classes = "crop, fallow:#aa8844"

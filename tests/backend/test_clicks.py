@@ -3,16 +3,16 @@ import pytest
 from osgeo import ogr, osr
 from rasterio.warp import transform as warp_transform
 
-from backend.clicks import Click, encode_clicks, read_clicks, write_clicks
 from backend.errors import UserError
-from backend.raster import inspect_raster
+from backend.io.clicks import Click, encode_clicks, read_clicks, write_clicks
+from backend.io.raster import inspect_raster
 from tests.helpers import UTM, make_card, random_image, write_raster
 
 CARD = make_card()
 
 
 def write_points(path, points, epsg=None, fields=(("class_id", ogr.OFTInteger),), geometry=ogr.wkbPoint):
-    """A GeoPackage written with OGR directly (independent of backend.clicks.write_clicks)."""
+    """A GeoPackage written with OGR directly (independent of backend.io.clicks.write_clicks)."""
     driver = ogr.GetDriverByName("GPKG")
     source = driver.CreateDataSource(str(path))
     srs = None

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.bundle import ModelBundle, load_bundle, save_bundle
-from backend.confidnet import train_confidnet
+from backend.demo.scene import write_scene
 from backend.errors import UserError
-from backend.predict import PredictParameters, run_predict
-from backend.sample_scene import write_scene
+from backend.learn.confidnet import train_confidnet
+from backend.model.bundle import ModelBundle, load_bundle, save_bundle
+from backend.predict.job import PredictParameters, run_predict
 from tests.helpers import read_band
 
 
@@ -57,8 +57,8 @@ def headed_model(scene, fast_model, tmp_path_factory):
 
 
 def test_disca_ranks_by_confidnet_and_adapted_exports_keep_the_head(scene, headed_model, tmp_path):
-    from backend.benchmark import BenchmarkParameters, run_benchmark
-    from backend.session import Session
+    from backend.protocols.dial import BenchmarkParameters, run_benchmark
+    from backend.session.session import Session
 
     result = run_benchmark(
         BenchmarkParameters(
@@ -101,7 +101,7 @@ def test_a_bundle_without_a_head_says_how_to_get_one(scene, fast_model, tmp_path
 def test_the_confidnet_command_records_its_run_and_the_card_shows_the_head(scene, fast_model, tmp_path):
     import json
 
-    from backend.modelcard import write_model_card
+    from backend.protocols.modelcard import write_model_card
     from tests.helpers import run_cli
 
     config = tmp_path / "config.json"

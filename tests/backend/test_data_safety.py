@@ -10,12 +10,12 @@ from contextlib import closing
 
 import pytest
 
-from backend.bundle import load_bundle, save_bundle
-from backend.disca import DiscaSettings
+from backend.demo.scene import write_scene
 from backend.errors import UserError
-from backend.predict import CACHE_DIR, PredictParameters, run_predict
-from backend.sample_scene import write_scene
-from backend.session import Session
+from backend.learn.disca import DiscaSettings
+from backend.model.bundle import load_bundle, save_bundle
+from backend.predict.job import CACHE_DIR, PredictParameters, run_predict
+from backend.session.session import Session
 from tests.helpers import REPO, make_bundle, random_image, run_cli, run_on_small_disk, write_raster
 
 QUICK = DiscaSettings(steps=2, learning_rate=0.01, crop=128)
@@ -161,7 +161,7 @@ def hold_session(path, device="cpu"):
     """A second real process that opens the session for writing and keeps it open."""
     code = (
         "import sys, time\n"
-        "from backend.session import Session\n"
+        "from backend.session.session import Session\n"
         f"s = Session.open({str(path)!r}, 'cpu')\n"
         "print('holding', flush=True)\n"
         "time.sleep(120)\n"

@@ -1,8 +1,8 @@
 import json
 
-from backend.demo import run_demo
+from backend.demo.run import run_demo
+from backend.demo.scene import write_scene
 from backend.progress import Monitor
-from backend.sample_scene import write_scene
 from tests.helpers import run_cli
 
 

@@ -4,12 +4,12 @@ import numpy as np
 import pytest
 import torch
 
-from backend.bundle import load_bundle
-from backend.clicks import Click
-from backend.disca import Disca, DiscaSettings, anchor_from, crop_origins
+from backend.demo.scene import write_scene
 from backend.errors import UserError
-from backend.raster import RasterSource
-from backend.sample_scene import write_scene
+from backend.io.clicks import Click
+from backend.io.raster import RasterSource
+from backend.learn.disca import Disca, DiscaSettings, anchor_from, crop_origins
+from backend.model.bundle import load_bundle
 from tests.helpers import plain_probabilities
 
 
@@ -109,7 +109,7 @@ def test_dial_settings_and_validation():
 
 
 def test_each_step_trains_on_the_newest_crop_and_a_replay_of_older_ones(fast_model):
-    from backend.disca import _clicks_in
+    from backend.learn.disca import _clicks_in
 
     bundle = load_bundle(fast_model)
     settings = DiscaSettings(max_crops=3, replay=64)

@@ -18,11 +18,11 @@ import pytest
 from affine import Affine
 from osgeo import ogr, osr
 
-from backend.clicks import Click, write_clicks
-from backend.disca import DiscaSettings
-from backend.predict import PredictParameters, run_predict
-from backend.raster import inspect_raster
-from backend.session import Session
+from backend.io.clicks import Click, write_clicks
+from backend.io.raster import inspect_raster
+from backend.learn.disca import DiscaSettings
+from backend.predict.job import PredictParameters, run_predict
+from backend.session.session import Session
 from tests.helpers import make_bundle, make_card, random_image, run_cli, write_raster
 
 pytestmark = pytest.mark.slow

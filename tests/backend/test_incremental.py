@@ -6,13 +6,13 @@ import json
 import numpy as np
 import pytest
 
-from backend.bundle import load_bundle
-from backend.clicks import Click, write_clicks
 from backend.errors import Cancelled
-from backend.predict import CACHE_DIR, PredictParameters, run_predict
+from backend.io.clicks import Click, write_clicks
+from backend.io.raster import inspect_raster
+from backend.io.tiling import TileGrid
+from backend.model.bundle import load_bundle
+from backend.predict.job import CACHE_DIR, PredictParameters, run_predict
 from backend.progress import Monitor
-from backend.raster import inspect_raster
-from backend.tiling import TileGrid
 from tests.helpers import random_image, read_band, write_raster
 
 

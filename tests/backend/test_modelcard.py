@@ -1,8 +1,8 @@
 import json
 
-from backend.bundle import load_bundle
-from backend.modelcard import evaluate, record, write_model_card
-from backend.sample_scene import write_scene
+from backend.demo.scene import write_scene
+from backend.model.bundle import load_bundle
+from backend.protocols.modelcard import evaluate, record, write_model_card
 
 
 def test_evaluation_is_recorded_and_the_card_shows_it(tmp_path, fast_model):

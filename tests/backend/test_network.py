@@ -4,9 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from backend.bundle import create_bundle
-from backend.network import fold_batchnorm
-from backend.runtime import tune_allocator
+from backend.model.bundle import create_bundle
+from backend.model.network import fold_batchnorm
+from backend.system.runtime import tune_allocator
 from tests.helpers import make_card
 
 

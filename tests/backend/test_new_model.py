@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from backend.bundle import load_bundle
 from backend.errors import UserError
-from backend.new_model import create_model_for_raster, data_bands, fresh_card, parse_classes
-from backend.raster import RasterSource
+from backend.io.raster import RasterSource
+from backend.learn.new_model import create_model_for_raster, data_bands, fresh_card, parse_classes
+from backend.model.bundle import load_bundle
 from tests.helpers import random_image, write_raster
 
 

@@ -7,7 +7,7 @@ from tests.helpers import REPO
 
 PROBE = """
 import sys
-import backend.cli, backend.predict, backend.demo, backend.sample_scene  # every entry point
+import backend.cli.main, backend.predict.job, backend.demo.run, backend.demo.scene  # every entry point
 print(sorted(m for m in sys.modules if m == "qgis" or m.startswith("qgis.")))
 """
 

@@ -8,14 +8,14 @@ import torch
 from osgeo import ogr
 from rasterio.errors import NotGeoreferencedWarning
 
-from backend.bundle import load_bundle
 from backend.errors import Cancelled
-from backend.inference import Predictor
-from backend.predict import PredictParameters, run_predict
+from backend.io.raster import RasterSource
+from backend.io.tiling import TileGrid
+from backend.model.bundle import load_bundle
+from backend.predict.inference import Predictor
+from backend.predict.job import PredictParameters, run_predict
+from backend.predict.uncertainty import normalized_entropy
 from backend.progress import Monitor
-from backend.raster import RasterSource
-from backend.tiling import TileGrid
-from backend.uncertainty import normalized_entropy
 from tests.helpers import UTM, random_image, read_band, write_raster
 
 
@@ -229,13 +229,13 @@ def test_cancel_on_a_fresh_folder_leaves_nothing_that_looks_complete(tmp_path, s
 
 def test_finishing_in_small_blocks_changes_nothing(tmp_path, small_tile_model, monkeypatch):
     """Maps are finished block by block to bound memory; block edges must not show anywhere."""
-    import backend.inference
+    import backend.predict.inference
 
     raster = write_raster(tmp_path / "r.tif", random_image(230, 470, seed=6))
     params = dict(raster=raster, model_dir=small_tile_model, patch_size=100)
     run_predict(PredictParameters(out_dir=tmp_path / "whole", **params))
-    monkeypatch.setattr(backend.inference, "FINISH_ROWS", 37)
-    monkeypatch.setattr(backend.inference, "FINISH_COLUMNS", 150)  # → blocks of one 100-px patch
+    monkeypatch.setattr(backend.predict.inference, "FINISH_ROWS", 37)
+    monkeypatch.setattr(backend.predict.inference, "FINISH_COLUMNS", 150)  # → blocks of one 100-px patch
     run_predict(PredictParameters(out_dir=tmp_path / "blocks", **params))
     whole_maps = [read_band(tmp_path / "whole" / n) for n in ("classes.tif", "uncertainty.tif")]
     block_maps = [read_band(tmp_path / "blocks" / n) for n in ("classes.tif", "uncertainty.tif")]

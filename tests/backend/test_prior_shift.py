@@ -2,18 +2,18 @@ import numpy as np
 import pytest
 import torch
 
-from backend.bundle import create_bundle
 from backend.errors import Cancelled, UserError
-from backend.prior_shift import (
+from backend.io.raster import RasterSource
+from backend.learn.prior_shift import (
     PriorShift,
     estimate_prior_shift,
     estimate_shares,
     label_shares,
     sample_posteriors,
 )
+from backend.learn.superpixels import SparseLabels
+from backend.model.bundle import create_bundle
 from backend.progress import Monitor
-from backend.raster import RasterSource
-from backend.superpixels import SparseLabels
 from tests.helpers import make_card, random_image, write_raster
 
 

@@ -1,9 +1,9 @@
 import numpy as np
 import pytest
 
-from backend.card import InputSpec, Normalization
 from backend.errors import UserError
-from backend.raster import QGIS_PIXEL_TRANSFORM, RasterSource, inspect_raster
+from backend.io.raster import QGIS_PIXEL_TRANSFORM, RasterSource, inspect_raster
+from backend.model.card import InputSpec, Normalization
 from tests.helpers import UTM, random_image, write_raster
 
 RGB = InputSpec()
@@ -107,7 +107,7 @@ def test_too_few_bands_for_the_model(tmp_path):
 
 
 def test_a_raster_held_in_memory_reads_like_the_file(tmp_path):
-    from backend.raster import MemoryRasterSource
+    from backend.io.raster import MemoryRasterSource
 
     mask = np.ones((40, 50), dtype=bool)
     mask[:5] = False

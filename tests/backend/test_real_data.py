@@ -10,12 +10,12 @@ from osgeo import ogr, osr
 from rasterio.errors import NotGeoreferencedWarning
 from rasterio.warp import transform as warp_transform
 
-from backend.bundle import load_bundle
-from backend.clicks import Click, read_clicks, write_clicks
-from backend.inference import Predictor
-from backend.predict import PredictParameters, run_predict
-from backend.raster import RasterSource, inspect_raster
-from backend.tiling import TileGrid
+from backend.io.clicks import Click, read_clicks, write_clicks
+from backend.io.raster import RasterSource, inspect_raster
+from backend.io.tiling import TileGrid
+from backend.model.bundle import load_bundle
+from backend.predict.inference import Predictor
+from backend.predict.job import PredictParameters, run_predict
 from tests.helpers import crop_shared, read_band, run_cli
 
 pytestmark = pytest.mark.shared_data

@@ -7,11 +7,11 @@ import numpy as np
 import pytest
 import rasterio
 
-from backend.bundle import load_bundle
-from backend.evaluation import predict_in_memory, read_labels, score
-from backend.inference import Predictor
-from backend.raster import RasterSource
-from backend.sample_scene import BUILDING, CLASS_NAMES, LABEL_NODATA, LAND, WATER, draw_scene, write_scene
+from backend.demo.scene import BUILDING, CLASS_NAMES, LABEL_NODATA, LAND, WATER, draw_scene, write_scene
+from backend.io.raster import RasterSource
+from backend.model.bundle import load_bundle
+from backend.predict.evaluation import predict_in_memory, read_labels, score
+from backend.predict.inference import Predictor
 from tests.helpers import REPO
 
 SCENE_MIOU = (768, 4, 62.53, 58.0)  # size, seed, measured mIoU of dubai-landcover, floor

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.bundle import load_bundle
-from backend.disca import DiscaSettings
+from backend.demo.scene import write_scene
 from backend.errors import UserError
-from backend.sample_scene import write_scene
-from backend.session import Session
+from backend.learn.disca import DiscaSettings
+from backend.model.bundle import load_bundle
+from backend.session.session import Session
 from tests.helpers import REPO
 
 QUICK = DiscaSettings(steps=3, learning_rate=0.01, crop=128)
@@ -175,8 +175,8 @@ def test_sequential_adaptation_starts_from_the_previous_image_weights(
 
 
 def test_a_region_refresh_touches_only_that_region_and_the_next_run_redoes_everything(session):
-    from backend.predict import run_predict
-    from backend.tiling import TileGrid
+    from backend.io.tiling import TileGrid
+    from backend.predict.job import run_predict
     from tests.helpers import read_band
 
     session.add_click(300, 300, 2)
@@ -198,11 +198,11 @@ def test_a_region_refresh_touches_only_that_region_and_the_next_run_redoes_every
 
 def test_a_session_can_train_an_untrained_network_from_clicks_alone(tmp_path, scene):
     """SIAL's path: any class list, no pretrained model, EWDL rounds on every click so far."""
-    from backend.bundle import create_bundle, save_bundle
-    from backend.card import ClassInfo, ClickEncoding
-    from backend.evaluation import read_labels
-    from backend.session import SparseSettings
-    from backend.sparse_training import SparseSettings as Training
+    from backend.learn.sparse_training import SparseSettings as Training
+    from backend.model.bundle import create_bundle, save_bundle
+    from backend.model.card import ClassInfo, ClickEncoding
+    from backend.predict.evaluation import read_labels
+    from backend.session.session import SparseSettings
     from tests.helpers import make_card
 
     card = make_card(
@@ -230,12 +230,12 @@ def test_a_session_can_train_an_untrained_network_from_clicks_alone(tmp_path, sc
 def test_a_session_carries_one_prior_correction_through_sial_and_disca_rounds(tmp_path, scene):
     """Each round corrects the model for the clicks' class shares; the next round takes that
     correction out before it trains, so corrections never pile up in the output bias."""
-    from backend.bundle import create_bundle, save_bundle
-    from backend.card import ClickEncoding
-    from backend.evaluation import read_labels
-    from backend.prior_shift import PriorShift
-    from backend.session import SparseSettings
-    from backend.sparse_training import SparseSettings as Training
+    from backend.learn.prior_shift import PriorShift
+    from backend.learn.sparse_training import SparseSettings as Training
+    from backend.model.bundle import create_bundle, save_bundle
+    from backend.model.card import ClickEncoding
+    from backend.predict.evaluation import read_labels
+    from backend.session.session import SparseSettings
     from tests.helpers import make_card
 
     save_bundle(create_bundle(make_card(clicks=ClickEncoding(enabled=False)), seed=1), tmp_path / "fresh")

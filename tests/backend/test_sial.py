@@ -4,15 +4,15 @@ import json
 import numpy as np
 import pytest
 
-from backend.clicks import Click
+from backend.demo.scene import write_scene
 from backend.errors import UserError
-from backend.evaluation import LABEL_NODATA, read_labels
-from backend.raster import RasterSource
-from backend.sample_scene import write_scene
-from backend.sial import DENSE_CENTRE_SPACING, SialParameters, dense_crop_centres, run_sial
-from backend.sparse_training import SparseSettings
-from backend.superpixels import ExpansionSettings, SparseLabels, expand_clicks, label_quality
-from backend.training import TrainingConfig
+from backend.io.clicks import Click
+from backend.io.raster import RasterSource
+from backend.learn.sparse_training import SparseSettings
+from backend.learn.superpixels import ExpansionSettings, SparseLabels, expand_clicks, label_quality
+from backend.learn.training import TrainingConfig
+from backend.predict.evaluation import LABEL_NODATA, read_labels
+from backend.protocols.sial import DENSE_CENTRE_SPACING, SialParameters, dense_crop_centres, run_sial
 from tests.helpers import make_card, plain_probabilities
 
 CLASSES = [
@@ -150,8 +150,8 @@ def test_fine_tuning_on_few_labels_keeps_batchnorm_and_stays_near_the_start_with
 
     import torch
 
-    from backend.bundle import load_bundle
-    from backend.sparse_training import SparseTrainer
+    from backend.learn.sparse_training import SparseTrainer
+    from backend.model.bundle import load_bundle
 
     bundle = load_bundle(fast_model)
     labels = SparseLabels.from_clicks([Click(60, 60, 0), Click(300, 200, 4), Click(200, 320, 2)])
@@ -205,7 +205,7 @@ def test_pixels_two_classes_claim_stay_unlabelled_and_the_cache_changes_nothing(
 def test_the_weight_average_follows_the_steps_with_a_ramped_decay():
     import torch
 
-    from backend.sparse_training import _moving_average
+    from backend.learn.sparse_training import _moving_average
 
     layer = torch.nn.BatchNorm1d(1)
     average = _moving_average(layer, decay=0.5)
@@ -225,7 +225,7 @@ def test_the_weight_average_follows_the_steps_with_a_ramped_decay():
 def test_small_loss_selection_keeps_every_click_and_drops_the_worst_fitted_added_labels():
     import torch
 
-    from backend.sparse_training import small_loss_selection
+    from backend.learn.sparse_training import small_loss_selection
 
     losses = torch.tensor([[9.0, 0.1, 5.0, 0.2, 4.0, 0.3, 0.0, 7.0, 0.4, 3.0]])
     labelled = torch.tensor([[True] * 6 + [False] + [True] * 3])
@@ -238,8 +238,8 @@ def test_small_loss_selection_keeps_every_click_and_drops_the_worst_fitted_added
 def test_training_crops_mark_the_clicked_pixels_where_the_click_classes_are(scene):
     import torch
 
-    from backend.bundle import create_bundle
-    from backend.sparse_training import IGNORE, SparseTrainer
+    from backend.learn.sparse_training import IGNORE, SparseTrainer
+    from backend.model.bundle import create_bundle
 
     labels = SparseLabels(
         np.array([100, 101, 102, 110]),
@@ -258,7 +258,7 @@ def test_training_crops_mark_the_clicked_pixels_where_the_click_classes_are(scen
 
 
 def test_pseudo_labels_are_the_confident_predictions_on_data():
-    from backend.sparse_training import IGNORE, confident_pseudo_labels
+    from backend.learn.sparse_training import IGNORE, confident_pseudo_labels
 
     classes = np.array([[0, 1], [2, 255]], dtype=np.uint8)  # 255: no data
     probabilities = np.zeros((3, 2, 2), np.float32)
@@ -271,8 +271,8 @@ def test_pseudo_labels_are_the_confident_predictions_on_data():
 def test_training_crops_fill_in_pseudo_labels_where_nothing_else_labels(scene):
     import torch
 
-    from backend.bundle import create_bundle
-    from backend.sparse_training import IGNORE, SparseTrainer
+    from backend.learn.sparse_training import IGNORE, SparseTrainer
+    from backend.model.bundle import create_bundle
 
     labels = SparseLabels(np.array([100]), np.array([100]), np.array([4]), np.array([True]))
     pseudo = np.full((384, 384), IGNORE, dtype=np.uint8)
@@ -322,8 +322,8 @@ def test_the_sial_protocol_with_the_prior_correction_reports_both_scores(scene, 
 def test_balanced_crop_centres_visit_every_class_equally_however_many_labels_it_has(scene):
     import torch
 
-    from backend.bundle import create_bundle
-    from backend.sparse_training import SparseTrainer
+    from backend.learn.sparse_training import SparseTrainer
+    from backend.model.bundle import create_bundle
 
     card = make_card()
     # 900 labels of class 1 on one raster, 10 of class 2 split over two, 90 of class 4.
@@ -351,8 +351,8 @@ def test_colour_jitter_changes_the_image_but_not_its_nodata_or_labels(scene, tmp
     import rasterio
     import torch
 
-    from backend.bundle import create_bundle
-    from backend.sparse_training import IGNORE, SparseTrainer
+    from backend.learn.sparse_training import IGNORE, SparseTrainer
+    from backend.model.bundle import create_bundle
 
     holed = tmp_path / "holed.tif"
     with rasterio.open(scene.image) as src:

@@ -5,12 +5,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.bundle import create_bundle
+from backend.demo.scene import write_scene
 from backend.errors import UserError
-from backend.losses import colour_affinity, confident_consistency
-from backend.raster import RasterSource
-from backend.sample_scene import write_scene
-from backend.sparse_training import (
+from backend.io.raster import RasterSource
+from backend.learn.losses import colour_affinity, confident_consistency
+from backend.learn.sparse_training import (
     IGNORE,
     SparseSettings,
     SparseTrainer,
@@ -18,7 +17,8 @@ from backend.sparse_training import (
     paste,
     unlabelled_ramp,
 )
-from backend.superpixels import SparseLabels
+from backend.learn.superpixels import SparseLabels
+from backend.model.bundle import create_bundle
 from tests.helpers import make_card
 
 

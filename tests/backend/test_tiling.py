@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from backend.errors import UserError
-from backend.tiling import TileGrid, blend_weights, patch_grid, tile_offsets
+from backend.io.tiling import TileGrid, blend_weights, patch_grid, tile_offsets
 
 
 def coverage(grid: TileGrid) -> np.ndarray:

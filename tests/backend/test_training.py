@@ -4,10 +4,10 @@ import numpy as np
 import pytest
 import torch
 
-from backend.bundle import load_bundle
+from backend.demo.scene import write_scene
 from backend.errors import UserError
-from backend.sample_scene import write_scene
-from backend.training import CropSampler, LabelledImage, TrainingConfig, learning_rate_factor, train
+from backend.learn.training import CropSampler, LabelledImage, TrainingConfig, learning_rate_factor, train
+from backend.model.bundle import load_bundle
 
 
 @pytest.fixture(scope="module")
@@ -86,8 +86,8 @@ def test_a_binary_model_starts_from_a_land_cover_bundle(scene, tmp_path):
         class_map={"0": 1, "1": 0, "2": 0, "3": 0, "4": 0},
         initialise_from=str(tmp_path / "landcover"),
     )
-    from backend.network import build_network
-    from backend.training import initialise_from_bundle
+    from backend.learn.training import initialise_from_bundle
+    from backend.model.network import build_network
 
     network = build_network(binary.card())
     initialise_from_bundle(network, binary.card(), tmp_path / "landcover")

@@ -3,9 +3,9 @@ import math
 import pytest
 import torch
 
-from backend.bundle import create_bundle
-from backend.network import softmax_probabilities
-from backend.uncertainty import Acquisition, margin_uncertainty, normalized_entropy, run_network
+from backend.model.bundle import create_bundle
+from backend.model.network import softmax_probabilities
+from backend.predict.uncertainty import Acquisition, margin_uncertainty, normalized_entropy, run_network
 from tests.helpers import make_card
 
 
@@ -82,7 +82,7 @@ def test_odin_perturbation_raises_the_predicted_class_score(network):
 
 
 def test_dropout_masks_drop_at_the_rate_rescale_and_repeat_per_tile():
-    from backend.network import DropoutMasks
+    from backend.model.network import DropoutMasks
 
     like = torch.empty(1, 64, 128, 128).contiguous(memory_format=torch.channels_last)
     masks = DropoutMasks(0.1, seed=0, tile=7, device=torch.device("cpu"))

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from backend.sample_scene import write_scene
+from backend.demo.scene import write_scene
 from tests.helpers import REPO, make_bundle
 
 pytestmark = pytest.mark.e2e

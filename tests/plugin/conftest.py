@@ -4,7 +4,7 @@ import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QCoreApplication
 
-from backend.sample_scene import write_scene
+from backend.demo.scene import write_scene
 
 
 def wait_until_idle(controller, timeout: float = 180) -> None:

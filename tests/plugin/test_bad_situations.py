@@ -61,7 +61,7 @@ def test_missing_dependencies_show_the_install_dialog(qgis_iface, monkeypatch):
 def test_the_adapted_model_exported_into_a_users_folder_lands_in_a_sub_folder(
     controller, raster_layer, small_tile_model, tmp_path
 ):
-    from backend.bundle import load_bundle
+    from backend.model.bundle import load_bundle
 
     assert controller.start(raster_layer, small_tile_model, "cpu", tmp_path / "s.gpkg")
     wait_until_idle(controller)
@@ -85,15 +85,13 @@ def test_a_session_another_process_writes_is_refused_with_a_reason(
     import subprocess
     import sys
 
-    from backend.session import Session
+    from backend.session.session import Session
     from tests.helpers import REPO
 
     path = tmp_path / "shared.gpkg"
     Session.create(path, scene.image, small_tile_model, "cpu").close()
-    code = (
-        f"from backend.session import Session; s = Session.open({str(path)!r}, 'cpu'); print(1, flush=True)"
-    )
-    code += "; input()"
+    code = "from backend.session.session import Session; "
+    code += f"s = Session.open({str(path)!r}, 'cpu'); print(1, flush=True); input()"
     holder = subprocess.Popen(
         [sys.executable, "-c", code], cwd=REPO, stdin=subprocess.PIPE, stdout=subprocess.PIPE
     )
@@ -113,8 +111,8 @@ def test_a_damaged_checkpoint_is_said_when_the_session_is_reopened(
 ):
     from contextlib import closing
 
-    from backend.disca import DiscaSettings
-    from backend.session import Session
+    from backend.learn.disca import DiscaSettings
+    from backend.session.session import Session
 
     path = tmp_path / "damaged.gpkg"
     with closing(

@@ -65,7 +65,7 @@ def test_refine_with_memory_layer_clicks_and_keep_the_adapted_model(
 ):
     import processing
 
-    from backend.bundle import load_bundle
+    from backend.model.bundle import load_bundle
 
     clicks = clicks_layer("EPSG:32640", [((300_010.25, 2_779_990.25), 3), ((300_150.25, 2_779_900.25), 1)])
     result = processing.run(

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from qgis.core import Qgis, QgsProject, QgsRasterLayer, QgsVectorLayer
 
-from backend.predict import PredictParameters, run_predict
+from backend.predict.job import PredictParameters, run_predict
 from tests.helpers import random_image, write_raster
 
 

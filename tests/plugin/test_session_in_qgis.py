@@ -110,7 +110,7 @@ def test_the_dock_starts_a_network_for_new_classes_that_learns_from_clicks_alone
     details = json.loads(controller.session.iterations()[-1].details)
     assert details["settings"]["training"]["steps"] == 10  # SIAL's settings, not DISCA's
     assert details["settings"]["expansion"]["method"] == "slic"
-    from backend.bundle import read_card
+    from backend.model.bundle import read_card
 
     learnt = read_card(controller.export_bundle(tmp_path / "learnt"))
     assert learnt.provenance["adapted"]["sial"]["training"]["steps"] == 10 and learnt.n_classes == 2
@@ -252,7 +252,7 @@ def test_next_and_previous_patch_zoom_and_mark_done(qgis_canvas, started):
 
 
 def test_exports(qgis_canvas, started, tmp_path):
-    from backend.bundle import load_bundle
+    from backend.model.bundle import load_bundle
 
     controller = started
     controller.session.add_click(20, 20, 1)

@@ -1,0 +1,286 @@
+"""DISCA: retraining the network on the analyst's clicks (DIAL, Eq. 1).
+
+loss = click term + λ · L1(softmax(f(x; θ)), p₀)
+
+- The click term is cross-entropy at the clicked pixels, averaged over the clicks (DIAL), or
+  SIAL's Error-Weighted Dice Loss.
+- p₀ is the initial model's softmax on the same crop without clicks. That is the map the
+  analyst started from: the anchor keeps far-away pixels where they were.
+
+Training uses square crops around the clicks (all clicks inside a crop count). The click channels
+of a crop are zeroed at random, so the network does not lean on them alone. BatchNorm statistics
+and affine parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast where the
+hardware has it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+from ..io.clicks import Click, encode_clicks
+from ..io.raster import RasterSource
+from ..model.card import ModelCard
+from ..model.network import bfloat16_if_supported, freeze_batchnorm, softmax_probabilities
+from ..progress import Monitor
+from .losses import anchor_l1, click_cross_entropy, error_weighted_dice
+
+CLICK_LOSSES = ("ce", "ewdl")
+
+
+@dataclass(frozen=True)
+class DiscaSettings:
+    steps: int = 10
+    learning_rate: float = 1e-4  # tuned on Dubai tile 2 with the bundled model (BENCHMARKS.md)
+    momentum: float = 0.9
+    anchor_weight: float = 3.0  # λ
+    click_loss: str = "ce"  # "ce" (DIAL) or "ewdl" (SIAL, error weight below)
+    error_weight: float = 5.0
+    drop_clicks: float = 0.5  # chance that a crop's click channels are zeroed at a step
+    crop: int = 256
+    max_crops: int = 8  # crops per SGD step: the newest click's, and others drawn from the replay
+    replay: int = 64  # crops kept around the most recent clicks, so older clicks are not forgotten
+    anchor_crops: int = 2  # random crops per round held to the initial prediction (no drift elsewhere)
+    seed: int = 0
+
+    @classmethod
+    def dial(cls) -> DiscaSettings:
+        """DIAL's published settings: 10 SGD steps at 2e-6, λ = 1."""
+        return cls(steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0)
+
+    def check(self) -> None:
+        if self.click_loss not in CLICK_LOSSES:
+            raise UserError(f"click loss must be one of {', '.join(CLICK_LOSSES)}, not {self.click_loss}")
+        if self.steps < 1 or self.learning_rate <= 0 or self.anchor_weight < 0:
+            raise UserError("DISCA needs steps ≥ 1, a positive learning rate and λ ≥ 0")
+        if self.crop % 32:
+            raise UserError(f"the DISCA crop must be a multiple of 32, not {self.crop}")
+        if not 1 <= self.max_crops <= self.replay:
+            raise UserError("DISCA needs 1 ≤ crops per step ≤ crops kept for replay")
+
+
+@dataclass
+class RetrainReport:
+    steps: int
+    crops: int
+    clicks: int
+    seconds: float
+    losses: list[float] = field(default_factory=list)
+    click_losses: list[float] = field(default_factory=list)
+    anchor_losses: list[float] = field(default_factory=list)
+    prior_shift: dict[str, Any] | None = None  # the class-prior correction left in the weights
+
+
+AnchorFunction = Callable[[torch.Tensor], torch.Tensor]
+"""Inputs (B × channels × h × w, click channels zero) → the initial model's probabilities."""
+
+
+def anchor_from(network: nn.Module) -> AnchorFunction:
+    """The anchor p₀ as predicted by ``network`` (the initial model, kept frozen)."""
+    network.eval()
+    for parameter in network.parameters():
+        parameter.requires_grad_(False)
+
+    def predict(x: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return softmax_probabilities(network(x))
+
+    return predict
+
+
+def crop_origins(
+    clicks: Sequence[Click], height: int, width: int, size: int, limit: int
+) -> list[tuple[int, int]]:
+    """Crops centred on clicks, newest first, shifted inside the raster; a click already well
+    inside a crop (a quarter of the crop from its edges, raster borders excepted) gets none."""
+    origins: list[tuple[int, int]] = []
+    margin = size // 4
+
+    def covers(row: int, col: int, click: Click) -> bool:
+        top = 0 if row == 0 else margin
+        left = 0 if col == 0 else margin
+        bottom = 0 if row + size >= height else margin
+        right = 0 if col + size >= width else margin
+        return row + top <= click.row < row + size - bottom and col + left <= click.col < col + size - right
+
+    for click in reversed(clicks):
+        if len(origins) >= limit:
+            break
+        if not any(covers(r, c, click) for r, c in origins):
+            row = min(max(click.row - size // 2, 0), max(height - size, 0))
+            col = min(max(click.col - size // 2, 0), max(width - size, 0))
+            origins.append((row, col))
+    return origins
+
+
+class Disca:
+    """Retrains ``network`` in place on clicks; ``anchor`` gives the initial prediction p₀."""
+
+    def __init__(
+        self,
+        network: nn.Module,
+        card: ModelCard,
+        anchor: AnchorFunction,
+        device: torch.device,
+        settings: DiscaSettings | None = None,
+    ):
+        self.network, self.card, self.anchor, self.device = network, card, anchor, device
+        self.settings = settings or DiscaSettings()
+        self.settings.check()
+        self._anchors: dict[tuple[int, int], torch.Tensor] = {}
+        self.rounds = 0
+
+    def _batch(
+        self, source: RasterSource, clicks: Sequence[Click]
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Inputs, validity, p₀, clicked-pixel index (sample, row, col) and classes of the crops."""
+        size = self.settings.crop
+        info = source.info
+        origins = crop_origins(clicks, info.height, info.width, size, self.settings.replay)
+        x, valid = self._crops(source, clicks, origins)
+        index, classes = [], []
+        for i, (row, col) in enumerate(origins):
+            for click in clicks:
+                if row <= click.row < row + size and col <= click.col < col + size:
+                    index.append((i, click.row - row, click.col - col))
+                    classes.append(click.class_id)
+        for i, origin in enumerate(origins):
+            if origin not in self._anchors:
+                self._anchors[origin] = self._initial(x[i : i + 1])[0]
+        return (
+            x,
+            valid,
+            torch.stack([self._anchors[origin] for origin in origins]),
+            torch.tensor(index, dtype=torch.long, device=self.device),
+            torch.tensor(classes, dtype=torch.long, device=self.device),
+        )
+
+    def _crops(
+        self, source: RasterSource, clicks: Sequence[Click], origins: Sequence[tuple[int, int]]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Network inputs (bands, then click channels) and validity of the crops at ``origins``."""
+        size = self.settings.crop
+        inputs, valids = [], []
+        for row, col in origins:
+            image, valid = source.read_normalized(row, col, size, size)
+            channels = encode_clicks(
+                clicks, row, col, size, size, self.card.n_classes, self.card.clicks.radius
+            )
+            inputs.append(np.concatenate([image, channels]) if self.card.clicks.enabled else image)
+            valids.append(valid)
+        x = torch.from_numpy(np.stack(inputs)).to(self.device).contiguous(memory_format=torch.channels_last)
+        return x, torch.from_numpy(np.stack(valids)).to(self.device)
+
+    def _initial(self, x: torch.Tensor) -> torch.Tensor:
+        """p₀: the initial model's prediction, without the click channels."""
+        plain = x.clone()
+        plain[:, self.card.n_bands :] = 0.0
+        return self.anchor(plain)
+
+    def _held_crops(
+        self, source: RasterSource, clicks: Sequence[Click], generator: torch.Generator
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None:
+        """Crops drawn anywhere on the raster, new each round, that only the anchor term sees: the
+        L1 to p₀ then holds the whole raster, not just the clicked places, so rounds after rounds
+        of clicks on one confusion do not wear another class away elsewhere."""
+        size, info = self.settings.crop, source.info
+        if self.settings.anchor_crops == 0:
+            return None
+        origins = [
+            (
+                int(torch.randint(0, max(info.height - size, 0) + 1, (1,), generator=generator)),
+                int(torch.randint(0, max(info.width - size, 0) + 1, (1,), generator=generator)),
+            )
+            for _ in range(self.settings.anchor_crops)
+        ]
+        x, valid = self._crops(source, clicks, origins)
+        return x, valid, self._initial(x)
+
+    def _pick(self, n_crops: int, generator: torch.Generator) -> torch.Tensor:
+        """One step's crops: the newest click's always, the rest drawn from the replay. A fixed
+        cost per step however many clicks there are, and older clicks keep pulling."""
+        limit = self.settings.max_crops
+        if n_crops <= limit:
+            return torch.arange(n_crops, device=self.device)
+        others = torch.randperm(n_crops - 1, generator=generator)[: limit - 1] + 1
+        return torch.cat([torch.zeros(1, dtype=torch.long), others]).to(self.device)
+
+    def retrain(
+        self, source: RasterSource, clicks: Sequence[Click], monitor: Monitor | None = None
+    ) -> RetrainReport:
+        """One round: ``settings.steps`` SGD steps on crops around ``clicks`` (newest last)."""
+        monitor = monitor or Monitor()
+        settings = self.settings
+        started = time.perf_counter()
+        if not clicks:
+            raise UserError("no clicks to learn from: add some clicks first")
+        x, valid, p0, index, classes = self._batch(source, clicks)
+        generator = torch.Generator().manual_seed(settings.seed * 7919 + self.rounds)
+        held = self._held_crops(source, clicks, generator) or (x[:0], valid[:0], p0[:0])
+        network = self.network
+        network.train()
+        for parameter in network.parameters():
+            parameter.requires_grad_(True)
+        freeze_batchnorm(network)
+        parameters = [p for p in network.parameters() if p.requires_grad]
+        optimizer = torch.optim.SGD(parameters, lr=settings.learning_rate, momentum=settings.momentum)
+        dtype = bfloat16_if_supported(self.device)
+        report = RetrainReport(settings.steps, x.shape[0], len(clicks), 0.0)
+        try:
+            for step in range(settings.steps):
+                monitor.check()
+                chosen = self._pick(x.shape[0], generator)
+                inputs = torch.cat([x[chosen], held[0]])
+                step_valid, step_p0 = torch.cat([valid[chosen], held[1]]), torch.cat([p0[chosen], held[2]])
+                step_index, step_classes = _clicks_in(chosen, index, classes, x.shape[0])
+                if self.card.clicks.enabled and settings.drop_clicks > 0:
+                    drop = torch.rand(inputs.shape[0], generator=generator) < settings.drop_clicks
+                    if drop.any():
+                        inputs = inputs.clone()
+                        inputs[drop.to(self.device), self.card.n_bands :] = 0.0
+                with torch.autocast(
+                    self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
+                ):
+                    logits = network(inputs)
+                logits = logits.float()
+                if settings.click_loss == "ewdl":
+                    click_term = error_weighted_dice(logits, step_index, step_classes, settings.error_weight)
+                else:
+                    click_term = click_cross_entropy(logits, step_index, step_classes)
+                probabilities = logits.softmax(dim=1)
+                mask = step_valid[:, None].expand_as(probabilities)
+                anchor_term = anchor_l1(probabilities[mask], step_p0[mask])
+                loss = click_term + settings.anchor_weight * anchor_term
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                report.losses.append(loss.item())
+                report.click_losses.append(click_term.item())
+                report.anchor_losses.append(anchor_term.item())
+                monitor.report((step + 1) / settings.steps, f"retraining step {step + 1}/{settings.steps}")
+        finally:
+            network.eval()
+            for parameter in network.parameters():
+                parameter.requires_grad_(False)
+        self.rounds += 1
+        report.seconds = time.perf_counter() - started
+        return report
+
+
+def _clicks_in(
+    chosen: torch.Tensor, index: torch.Tensor, classes: torch.Tensor, n_crops: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The clicked pixels of the chosen crops, renumbered to their place in the step's batch."""
+    place = torch.full((n_crops,), -1, dtype=torch.long, device=index.device)
+    place[chosen] = torch.arange(len(chosen), device=index.device)
+    keep = place[index[:, 0]] >= 0
+    picked = index[keep].clone()
+    picked[:, 0] = place[picked[:, 0]]
+    return picked, classes[keep]

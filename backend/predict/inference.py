@@ -1,0 +1,337 @@
+"""Whole-raster prediction and the incremental update after new clicks.
+
+Data flows one way: raster windows → tiles (+ click channels) → network → blended probabilities
+→ class map, uncertainty, patch scores → writers. Tiles are processed row by row while a strip
+of rows, one tile high, accumulates the blend; rows no later tile can reach are finished and
+written, so memory depends on the raster's width, never on its area.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+
+import numpy as np
+import torch
+
+from ..errors import UserError
+from ..io.cache import TileCache
+from ..io.clicks import Click, encode_clicks
+from ..io.outputs import CLASS_NODATA, MapBlock, MapUpdater, MapWriter
+from ..io.raster import RasterSource
+from ..io.tiling import Patch, Tile, TileGrid
+from ..model.bundle import ModelBundle
+from ..model.network import fold_batchnorm
+from ..progress import Monitor
+from ..system.runtime import default_batch_size, resolve_device, synchronize
+from .blending import Accumulator
+from .uncertainty import Acquisition, run_network
+
+FINISH_ROWS = 128
+FINISH_COLUMNS = 2048
+"""Maps are finished in blocks of about this many rows × columns, so the temporary arrays of the
+last step stay small whatever the raster's width."""
+LONG_RUN_SECONDS = 60.0
+"""A whole-raster prediction projected to take longer than this announces its duration."""
+
+
+class PatchScores:
+    """Running sums of uncertainty and valid-pixel counts per patch."""
+
+    def __init__(self, patches: Sequence[Patch], patch_size: int, width: int):
+        self.patches = list(patches)
+        self.size = patch_size
+        self.per_row = -(-width // patch_size)
+        self.total = np.zeros(len(self.patches), dtype=np.float64)
+        self.count = np.zeros(len(self.patches), dtype=np.int64)
+
+    def add(self, block: MapBlock) -> None:
+        """Add a block whose left edge is a patch boundary (it may span several patches)."""
+        assert block.col % self.size == 0, "blocks must start on a patch boundary"
+        height, width = block.valid.shape
+        values = np.where(block.valid, block.uncertainty, 0.0).astype(np.float64)
+        starts = np.arange(0, width, self.size)
+        row = block.row
+        while row < block.row + height:
+            patch_row = row // self.size
+            end = min((patch_row + 1) * self.size, block.row + height)
+            segment = slice(row - block.row, end - block.row)
+            first = patch_row * self.per_row + block.col // self.size
+            sums = np.add.reduceat(values[segment].sum(axis=0), starts)
+            counts = np.add.reduceat(block.valid[segment].sum(axis=0), starts)
+            self.total[first : first + len(starts)] += sums
+            self.count[first : first + len(starts)] += counts
+            row = end
+
+    def reset(self, indices: Sequence[int]) -> None:
+        self.total[list(indices)] = 0.0
+        self.count[list(indices)] = 0
+
+    def score(self, index: int) -> float | None:
+        return float(self.total[index] / self.count[index]) if self.count[index] else None
+
+    def valid_fraction(self, index: int) -> float:
+        p = self.patches[index]
+        return float(self.count[index]) / (p.width * p.height)
+
+    def as_json(self) -> dict[str, list[float]]:
+        return {"total": self.total.tolist(), "count": self.count.tolist()}
+
+    def load_json(self, data: dict[str, list[float]]) -> None:
+        self.total = np.asarray(data["total"], dtype=np.float64)
+        self.count = np.asarray(data["count"], dtype=np.int64)
+
+
+class Predictor:
+    """A network on a device, ready to turn rasters (+ clicks) into maps."""
+
+    def __init__(
+        self,
+        bundle: ModelBundle,
+        device: str | torch.device = "auto",
+        acquisition: Acquisition | None = None,
+        tile: int | None = None,
+        overlap: int | None = None,
+        batch_size: int | None = None,
+        owns_network: bool = False,
+    ):
+        """``owns_network``: the network is only for prediction here (no retraining will follow),
+        so its BatchNorms may be folded into the convolutions for speed."""
+        self.card = bundle.card
+        self.device = device if isinstance(device, torch.device) else resolve_device(device)
+        self.acquisition = acquisition or Acquisition(mc_rate=bundle.card.mc_dropout_rate)
+        self.tile = tile or self.card.tiling.tile_size
+        self.overlap = self.card.tiling.overlap if overlap is None else overlap
+        self.batch_size = batch_size or default_batch_size(self.device)
+        self.autocast = self.device.type == "cuda"
+        self.network = bundle.network.eval()
+        if owns_network:
+            fold_batchnorm(self.network)
+            for parameter in self.network.parameters():
+                parameter.requires_grad_(False)  # ODIN then differentiates the input alone
+        self.network = self.network.to(self.device).to(memory_format=torch.channels_last)
+        self.channels = self.card.n_classes + (1 if self.acquisition.per_tile else 0)
+        self.keep_probabilities = False  # finished blocks also carry the blended probabilities
+        self.confidnet = bundle.confidnet
+        if self.acquisition.name == "confidnet":
+            if self.confidnet is None:
+                raise UserError(
+                    f"model '{self.card.name}' has no ConfidNet head: train one with "
+                    "`python -m backend confidnet MODEL --config CONFIG`"
+                )
+            self.confidnet = self.confidnet.to(self.device).to(memory_format=torch.channels_last).eval()
+
+    # ------------------------------------------------------------------ tiles
+
+    def read_batch(
+        self, source: RasterSource, tiles: Sequence[Tile], clicks: Sequence[Click]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Network inputs of ``tiles`` (bands, then click channels) and their validity masks.
+
+        The inputs are laid out B × T × T × channels: torch's channels-last format, so the
+        network gets them without another copy.
+        """
+        size, bands, radius = self.tile, self.card.n_bands, self.card.clicks.radius
+        inputs = np.zeros((len(tiles), size, size, self.card.in_channels), dtype=np.float32)
+        valids = []
+        for i, tile in enumerate(tiles):
+            image, valid = source.read_normalized(tile.row, tile.col, size, size)
+            inputs[i, :, :, :bands] = image.transpose(1, 2, 0)
+            valids.append(valid)
+            near = [
+                c
+                for c in clicks
+                if tile.row - radius < c.row < tile.row + size + radius
+                and tile.col - radius < c.col < tile.col + size + radius
+            ]
+            if self.card.clicks.enabled and near:
+                channels = encode_clicks(near, tile.row, tile.col, size, size, self.card.n_classes, radius)
+                inputs[i, :, :, bands:] = channels.transpose(1, 2, 0)
+        return inputs, valids
+
+    def forward(self, inputs: np.ndarray, tiles: Sequence[Tile], source: RasterSource) -> torch.Tensor:
+        """Tile outputs (B × channels × T × T, float32) on the device, from :meth:`read_batch` inputs."""
+        x = torch.from_numpy(inputs).permute(0, 3, 1, 2).to(self.device, non_blocking=True)
+        step = None
+        if self.acquisition.name == "odin":
+            step = torch.as_tensor(
+                self.acquisition.odin_epsilon * np.asarray(source.scaling.scale) * _range_of(source),
+                dtype=torch.float32,
+                device=self.device,
+            )
+        probabilities, extra = run_network(
+            self.network,
+            x,
+            self.acquisition,
+            [t.index for t in tiles],
+            self.card.n_bands,
+            step,
+            self.autocast,
+            self.confidnet,
+        )
+        return probabilities if extra is None else torch.cat([probabilities, extra.float()], dim=1)
+
+    def batches(
+        self, source: RasterSource, tiles: Sequence[Tile], clicks: Sequence[Click]
+    ) -> Iterator[tuple[list[Tile], np.ndarray, list[np.ndarray]]]:
+        """Batches of (tiles, inputs, validity).
+
+        On a GPU, or a CPU with a core to spare, the next batch is read in a background thread
+        while the network runs. Otherwise reading in between is faster: a reader thread competing
+        with torch's threads for the cores stalls every parallel region of the network.
+        """
+        groups = [list(tiles[i : i + self.batch_size]) for i in range(0, len(tiles), self.batch_size)]
+
+        def read(group: list[Tile]) -> tuple[list[Tile], np.ndarray, list[np.ndarray]]:
+            return (group, *self.read_batch(source, group, clicks))
+
+        spare_core = (os.cpu_count() or 1) > torch.get_num_threads()
+        if self.device.type == "cpu" and not spare_core:
+            yield from map(read, groups)
+            return
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tile-reader") as pool:
+            pending: Future | None = pool.submit(read, groups[0]) if groups else None
+            for i in range(len(groups)):
+                assert pending is not None
+                current = pending.result()
+                pending = pool.submit(read, groups[i + 1]) if i + 1 < len(groups) else None
+                yield current
+
+    # ------------------------------------------------------------------ maps
+
+    def finish(self, accumulator: Accumulator, rows: slice, cols: slice) -> MapBlock:
+        """Blend, take the argmax and the uncertainty, and mask nodata, for a block of a region."""
+        blended = accumulator.blended(rows, cols)
+        n = self.card.n_classes
+        probabilities = blended[:n]
+        classes = probabilities.max(dim=0).indices.to(torch.uint8)  # 10× faster than argmax on CPU
+        if self.acquisition.per_tile:
+            uncertainty = blended[n].clamp(0.0, 1.0)
+        else:
+            uncertainty = self.acquisition.from_probabilities(probabilities)
+        valid = accumulator.valid[rows, cols]
+        classes_np = classes.cpu().numpy()
+        uncertainty_np = uncertainty.float().cpu().numpy()
+        classes_np[~valid] = CLASS_NODATA
+        uncertainty_np[~valid] = np.nan
+        row, col = accumulator.row0 + rows.start, accumulator.col0 + cols.start
+        kept = probabilities.float().cpu().numpy() if self.keep_probabilities else None
+        return MapBlock(row, col, classes_np, uncertainty_np, valid, kept)
+
+    def predict_raster(
+        self,
+        source: RasterSource,
+        clicks: Sequence[Click],
+        writer: MapWriter,
+        scores: PatchScores,
+        cache: TileCache | None = None,
+        monitor: Monitor | None = None,
+    ) -> int:
+        """Predict every tile and write the maps; returns the number of tiles computed."""
+        monitor = monitor or Monitor()
+        info = source.info
+        grid = TileGrid(info.width, info.height, self.tile, self.overlap)
+        weights = torch.from_numpy(grid.weights).to(self.device)
+        # One tile high, sliding down; rows past a small raster's edge are never written.
+        strip = Accumulator(0, 0, self.tile, info.width, self.channels, self.device)
+        done, started = 0, time.perf_counter()
+        rows = grid.rows()
+        for k, row_tiles in enumerate(rows):
+            strip.shift_up(row_tiles[0].row - strip.row0)
+            for tiles, inputs, valids in self.batches(source, row_tiles, clicks):
+                monitor.check()
+                outputs = self.forward(inputs, tiles, source)
+                for tile, values, valid in zip(tiles, outputs, valids, strict=True):
+                    strip.add(tile, values, weights, valid)
+                    if cache is not None:
+                        cache.store(tile.index, values.cpu().numpy())
+                if done == 0:
+                    _announce_duration(monitor, time.perf_counter() - started, len(tiles), len(grid))
+                done += len(tiles)
+                monitor.report(done / len(grid), f"tile {done}/{len(grid)}")
+            finished = (rows[k + 1][0].row if k + 1 < len(rows) else info.height) - strip.row0
+            width = scores.size * max(1, FINISH_COLUMNS // scores.size)  # whole patches per block
+            for top in range(0, finished, FINISH_ROWS):
+                for left in range(0, info.width, width):
+                    block = self.finish(
+                        strip,
+                        slice(top, min(top + FINISH_ROWS, finished)),
+                        slice(left, min(left + width, info.width)),
+                    )
+                    writer.write(block)
+                    scores.add(block)
+        synchronize(self.device)
+        return done
+
+    def update_tiles(
+        self,
+        source: RasterSource,
+        clicks: Sequence[Click],
+        touched: Sequence[Tile],
+        cache: TileCache,
+        maps: MapUpdater,
+        scores: PatchScores,
+        monitor: Monitor | None = None,
+    ) -> list[int]:
+        """Recompute ``touched`` tiles, re-blend their footprints from the cache and write them.
+
+        Only pixels inside the touched tiles change. Patches overlapping them are re-scored from
+        the updated uncertainty map; their indices are returned.
+        """
+        monitor = monitor or Monitor()
+        info = source.info
+        grid = TileGrid(info.width, info.height, self.tile, self.overlap)
+        weights = torch.from_numpy(grid.weights).to(self.device)
+        done = 0
+        for tiles, inputs, _ in self.batches(source, touched, clicks):
+            monitor.check()
+            outputs = self.forward(inputs, tiles, source)
+            for tile, values in zip(tiles, outputs, strict=True):
+                cache.store(tile.index, values.cpu().numpy())
+            done += len(tiles)
+            monitor.report(0.8 * done / len(touched), f"tile {done}/{len(touched)}")
+        footprints = [
+            (t.row, t.col, min(t.row + t.size, info.height), min(t.col + t.size, info.width)) for t in touched
+        ]
+        for row0, col0, row1, col1 in footprints:
+            region = Accumulator(row0, col0, row1 - row0, col1 - col0, self.channels, self.device)
+            region.valid = source.read_valid(row0, col0, row1 - row0, col1 - col0)
+            for tile in grid.tiles_intersecting(row0, col0, row1, col1):
+                values = torch.from_numpy(cache.load(tile.index)).to(self.device)
+                region.add(tile, values, weights)
+            maps.write(self.finish(region, slice(0, region.height), slice(0, region.width)))
+        monitor.report(0.9, "re-scoring patches")
+        affected = [p for p in scores.patches if any(_overlaps(p, f) for f in footprints)]
+        scores.reset([p.index for p in affected])
+        for patch in affected:
+            scores.add(maps.read(patch))
+        return [p.index for p in affected]
+
+
+def _announce_duration(monitor: Monitor, seconds: float, measured: int, total: int) -> None:
+    """After the first batch: how long the whole raster will take, when that is over a minute."""
+    projected = seconds / measured * total
+    if projected >= LONG_RUN_SECONDS:
+        hours, minutes = divmod(round(projected / 60), 60)
+        span = f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+        monitor.notice(
+            f"about {span} for {total} tiles ({seconds / measured:.2f} s per tile on the first batch); "
+            "it can be cancelled, and leaves nothing half-written"
+        )
+
+
+def _range_of(source: RasterSource) -> np.ndarray:
+    """Raw-value span that maps to 0..1, per band (so ε = 1/255 means one 8-bit grey level)."""
+    return 1.0 / (np.asarray(source.scaling.scale) * np.asarray(source.spec.normalization.std))
+
+
+def _overlaps(patch: Patch, rect: tuple[int, int, int, int]) -> bool:
+    row0, col0, row1, col1 = rect
+    return (
+        patch.row < row1
+        and row0 < patch.row + patch.height
+        and patch.col < col1
+        and col0 < patch.col + patch.width
+    )

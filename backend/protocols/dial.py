@@ -1,0 +1,256 @@
+"""DIAL's protocol with a simulated annotator: how much do clicks help, and in which order?
+
+1. Predict the raster without clicks and rank the patches (a non-overlapping grid) by the
+   chosen order. ``random`` shuffles them with the seed; the others rank by that acquisition
+   function's mean uncertainty.
+2. Visit the patches in that order. The annotator clicks once per patch: at the centre of the
+   patch's largest error, with the true class. A patch without errors gets no click.
+3. After each click, update the maps and rank the unvisited patches again:
+   - ``ac``: the clicks enter as input channels, and only the tiles the click touches are
+     recomputed;
+   - ``disca``: the network is also retrained on all clicks so far (one DISCA round), then the
+     raster is predicted again with the clicks as channels.
+
+   When every patch has been visited, a new pass starts.
+4. mIoU (percent, over the model's classes, ignoring the labels' nodata) after every click.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .. import __version__
+from ..errors import UserError
+from ..io.cache import TileCache
+from ..io.clicks import Click, write_clicks
+from ..io.outputs import MAP_FILES
+from ..io.raster import RasterSource
+from ..io.tiling import Patch, TileGrid, patch_grid
+from ..learn.disca import Disca, DiscaSettings, anchor_from
+from ..model.bundle import ModelBundle, load_bundle
+from ..predict.evaluation import ArrayMaps, read_labels, score
+from ..predict.inference import PatchScores, Predictor
+from ..predict.uncertainty import Acquisition
+from ..progress import Monitor
+from ..system.ownership import check_folder, claim
+from ..system.runtime import describe_device
+from .agents import dial_click
+
+ORDERS = ("entropy", "random", "margin", "mcdropout", "odin", "confidnet")
+MODES = ("ac", "disca")
+BENCHMARK_FILE = "benchmark.json"
+PLOT_FILE = "benchmark.png"
+BENCHMARK_OUTPUTS = (BENCHMARK_FILE, PLOT_FILE, "clicks.gpkg", *MAP_FILES)
+"""Everything a benchmark writes in its output folder (its maps are those ``predict`` writes)."""
+
+
+@dataclass
+class BenchmarkParameters:
+    raster: Path
+    labels: Path
+    out_dir: Path
+    clicks: int
+    mode: str = "ac"
+    order: str = "entropy"
+    model_dir: Path | None = None
+    bundle: ModelBundle | None = None
+    seed: int = 0
+    device: str = "auto"
+    patch_size: int = 256
+    class_map: dict[int, int] | None = None
+    disca: DiscaSettings = field(default_factory=DiscaSettings)
+
+    def check(self) -> None:
+        if self.mode not in MODES:
+            raise UserError(f"mode must be one of {', '.join(MODES)}, not {self.mode}")
+        if self.order not in ORDERS:
+            raise UserError(f"order must be one of {', '.join(ORDERS)}, not {self.order}")
+        if self.clicks < 1:
+            raise UserError(f"--clicks must be at least 1, not {self.clicks}")
+
+
+class PatchQueue:
+    """Which patch the annotator visits next."""
+
+    def __init__(self, patches: list[Patch], order: str, seed: int):
+        self.patches, self.order = patches, order
+        self.rng = np.random.default_rng(seed)
+        self.visited: set[int] = set()
+        self.shuffled = list(self.rng.permutation(len(patches))) if order == "random" else []
+
+    def next(self, scores: PatchScores) -> Patch | None:
+        """The best unvisited patch (a new pass begins once all are visited); None if none is valid."""
+        candidates = [p for p in self.patches if scores.count[p.index] > 0]
+        if not candidates:
+            return None
+        if all(p.index in self.visited for p in candidates):
+            self.visited.clear()
+            if self.order == "random":
+                self.shuffled = list(self.rng.permutation(len(self.patches)))
+        if self.order == "random":
+            patch = next(
+                self.patches[i] for i in self.shuffled if i not in self.visited and scores.count[i] > 0
+            )
+        else:
+            patch = max(
+                (p for p in candidates if p.index not in self.visited),
+                key=lambda p: (scores.score(p.index), -p.index),
+            )
+        self.visited.add(patch.index)
+        return patch
+
+
+def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -> dict[str, Any]:
+    params.check()
+    check_folder(params.out_dir, BENCHMARK_OUTPUTS)  # before the work, not after it
+    monitor = monitor or Monitor()
+    started = time.perf_counter()
+    bundle = params.bundle or (load_bundle(params.model_dir) if params.model_dir else None)
+    if bundle is None:
+        raise UserError("no model given (--model DIR)")
+    if params.mode == "disca":
+        bundle = replace(bundle, network=copy.deepcopy(bundle.network))  # keeps the ConfidNet head
+    card = bundle.card
+    names = [c.name for c in card.classes]
+    truth = read_labels(params.labels, params.class_map)
+    acquisition = Acquisition(
+        "entropy" if params.order == "random" else params.order, mc_rate=card.mc_dropout_rate
+    )
+    anchor = anchor_from(copy.deepcopy(bundle.network)) if params.mode == "disca" else None
+    predictor = Predictor(bundle, params.device, acquisition, owns_network=params.mode == "ac")
+    disca = Disca(bundle.network, card, anchor, predictor.device, params.disca) if anchor else None
+    with RasterSource(params.raster, card.input) as source, tempfile.TemporaryDirectory() as scratch:
+        info = source.info
+        if truth.shape != (info.height, info.width):
+            raise UserError(
+                f"labels {params.labels} are {truth.shape[1]} × {truth.shape[0]} px but the raster is "
+                f"{info.width} × {info.height}: they must share the grid"
+            )
+        grid = TileGrid(info.width, info.height, predictor.tile, predictor.overlap)
+        patches = patch_grid(info.width, info.height, params.patch_size)
+        cache = TileCache.create(Path(scratch) / "cache", len(grid), predictor.channels, predictor.tile, {})
+
+        def predict_all(clicks: list[Click]) -> tuple[ArrayMaps, PatchScores]:
+            maps = ArrayMaps(info.height, info.width)
+            scores = PatchScores(patches, params.patch_size, info.width)
+            # The per-tile cache serves AC's incremental updates; DISCA re-predicts everything.
+            predictor.predict_raster(source, clicks, maps, scores, cache if disca is None else None)  # type: ignore[arg-type]
+            return maps, scores
+
+        monitor.report(0.0, "initial prediction")
+        t0 = time.perf_counter()
+        maps, scores = predict_all([])
+        initial_seconds = time.perf_counter() - t0
+        initial = score(maps.classes, truth, names)
+        queue = PatchQueue(patches, params.order, params.seed)
+        clicks: list[Click] = []
+        steps: list[dict[str, Any]] = []
+        visits_without_click = 0
+        while len(clicks) < params.clicks:
+            monitor.check()
+            patch = queue.next(scores)
+            if patch is None or visits_without_click > len(patches):
+                break  # nothing left to correct
+            click = dial_click(maps.classes, truth, patch)
+            if click is None:
+                visits_without_click += 1
+                continue
+            visits_without_click = 0
+            clicks.append(click)
+            step_started = time.perf_counter()
+            retrain_seconds = None
+            if disca is None:
+                touched = grid.tiles_within_distance(click.row, click.col, card.clicks.radius)
+                predictor.update_tiles(source, clicks, touched, cache, maps, scores)  # type: ignore[arg-type]
+            else:
+                retrain_seconds = disca.retrain(source, clicks).seconds
+                maps, scores = predict_all(clicks)
+            seconds = time.perf_counter() - step_started
+            current = score(maps.classes, truth, names)
+            steps.append({
+                "clicks": len(clicks),
+                "miou": round(current.miou, 3),
+                "per_class_iou": current.per_class(),
+                "seconds": round(seconds, 3),
+                "retrain_seconds": None if retrain_seconds is None else round(retrain_seconds, 3),
+                "patch": patch.index,
+                "click": [click.row, click.col, click.class_id],
+            })  # fmt: skip
+            monitor.report(
+                len(clicks) / params.clicks, f"click {len(clicks)}/{params.clicks}: mIoU {current.miou:.2f}"
+            )
+        final = score(maps.classes, truth, names) if steps else initial
+        claim(params.out_dir, BENCHMARK_OUTPUTS)
+        write_maps(params.out_dir, info, card, maps)
+    result = {
+        "initial_miou": round(initial.miou, 3),
+        "final_miou": round(final.miou, 3),
+        "per_class_iou": final.per_class(),
+        "initial_per_class_iou": initial.per_class(),
+        "steps": steps,
+        "raster": str(Path(params.raster).resolve()),
+        "labels": str(Path(params.labels).resolve()),
+        "model": {"name": card.name, "sha256": card.weights_sha256},
+        "mode": params.mode,
+        "order": params.order,
+        "clicks_requested": params.clicks,
+        "patch_size": params.patch_size,
+        "seed": params.seed,
+        "disca": asdict(params.disca) if params.mode == "disca" else None,
+        "device": describe_device(predictor.device),
+        "initial_prediction_seconds": round(initial_seconds, 3),
+        "seconds_per_click": round(float(np.mean([s["seconds"] for s in steps])), 3) if steps else None,
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "engine_version": __version__,
+    }
+    (params.out_dir / BENCHMARK_FILE).write_text(json.dumps(result, indent=2) + "\n")
+    write_clicks(params.out_dir / "clicks.gpkg", clicks, info, card)
+    plot_runs([result], params.out_dir / PLOT_FILE)
+    return result
+
+
+def write_maps(directory: Path, info: Any, card: Any, maps: ArrayMaps) -> None:
+    """The final class and uncertainty maps, as ``predict`` writes them (GeoTIFFs with styles)."""
+    from ..io.outputs import MapBlock, MapWriter, finish_maps
+
+    writer = MapWriter(directory, info, card)
+    try:
+        writer.write(MapBlock(0, 0, maps.classes, maps.uncertainty, ~np.isnan(maps.uncertainty)))
+    finally:
+        writer.close()
+    finish_maps(directory, card, {"model": card.name}, fixed_range=True)
+
+
+def run_label(result: dict[str, Any]) -> str:
+    return f"{Path(result['raster']).stem} · {result['mode'].upper()} · {result['order']}"
+
+
+def plot_runs(results: list[dict[str, Any]], path: Path, title: str | None = None) -> Path:
+    """mIoU against clicks for one or more benchmark runs, on one plot."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for result in results:
+        xs = [0] + [s["clicks"] for s in result["steps"]]
+        ys = [result["initial_miou"]] + [s["miou"] for s in result["steps"]]
+        axes.plot(xs, ys, marker="." if len(xs) < 60 else None, label=run_label(result))
+    axes.set_xlabel("clicks")
+    axes.set_ylabel("mIoU (%)")
+    axes.grid(alpha=0.3)
+    axes.set_title(title or "mIoU against simulated clicks")
+    axes.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
