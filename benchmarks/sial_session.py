@@ -2,7 +2,7 @@
 
 The path the dock's *New model* and ``session create --sial --classes`` take: an untrained
 network for the raster's classes, the recommended round settings
-(``SparseSettings.recommended()``), and after every round a full prediction of the raster. A
+(``SialSettings.recommended()``), and after every round a full prediction of the raster. A
 simulated analyst stands in for the person: each round it clicks the centres of the largest
 missed regions of every class (SIAL's annotator, ``backend/agents.py``). Prints, per round, the
 clicks so far, the seconds the round trained and the seconds the map took, and the mIoU.
@@ -24,7 +24,8 @@ from backend.learn.training import TrainingConfig
 from backend.model.card import ClassInfo
 from backend.predict.evaluation import read_labels, score
 from backend.protocols.agents import sial_clicks
-from backend.session.session import Session, SparseSettings
+from backend.session.session import Session
+from backend.session.settings import SialSettings
 from backend.system.runtime import resolve_device
 
 from .machine import describe_machine
@@ -51,7 +52,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     image, labels = config.validation[args.raster]
     truth = read_labels(labels, config.class_map)
     names = [name for name, _ in config.classes]
-    settings = SparseSettings.recommended()
+    settings = SialSettings.recommended()
     if args.steps is not None:
         settings = replace(settings, training=replace(settings.training, steps=args.steps))
     header(f"{NAME}: {SUMMARY}", describe_machine(device), {"raster": image, "rounds": str(args.rounds)})

@@ -42,7 +42,7 @@ class SessionController(QObject):
     def __init__(self, canvas, project: QgsProject | None = None, parent: QObject | None = None):
         super().__init__(parent)
         from backend.learn.disca import DiscaSettings
-        from backend.session.session import SparseSettings
+        from backend.session.settings import SialSettings
 
         self.canvas = canvas
         self.project = project or QgsProject.instance()
@@ -52,7 +52,7 @@ class SessionController(QObject):
         self.acquisition = "entropy"
         self.mode = "ac"  # "ac" or "disca"
         self.settings = DiscaSettings()
-        self.sial_settings = SparseSettings.recommended()
+        self.sial_settings = SialSettings.recommended()
         self.current_class = 0
         self.reference: QgsRasterLayer | None = None
         self.tree_view = None  # QGIS's Layers panel, when there is one: legends are opened in it
@@ -73,9 +73,9 @@ class SessionController(QObject):
     def is_sial(self) -> bool:
         """Whether the session's network learns from the clicks alone (SIAL rounds, its own
         settings) rather than being refined by DISCA with the dock's."""
-        from backend.session.session import SparseSettings
+        from backend.session.settings import SialSettings
 
-        return self.session is not None and isinstance(self.session.settings, SparseSettings)
+        return self.session is not None and isinstance(self.session.settings, SialSettings)
 
     @property
     def can_retrain(self) -> bool:

@@ -247,7 +247,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     sial.add_argument(
         "--first-clicks",
-        choices=("regions", "untrained"),  # backend.protocols.sial.FIRST_CLICKS, not imported here: it loads torch
+        choices=(
+            "regions",
+            "untrained",
+        ),  # backend.protocols.sial.FIRST_CLICKS, not imported here: it loads torch
         default="regions",
         help="what the first iteration's annotator sees: regions: no model yet, so it clicks the "
         "centres of each class's largest regions (default); untrained: the untrained network's output",
@@ -680,7 +683,7 @@ def _session(args: argparse.Namespace) -> int:
     from ..session.session import Session
 
     if args.action == "create":
-        from ..session.session import SparseSettings
+        from ..session.settings import SialSettings
 
         if args.adjust_prior and not args.sial:
             raise UserError("--adjust-prior corrects SIAL rounds: it needs --sial")
@@ -699,7 +702,7 @@ def _session(args: argparse.Namespace) -> int:
             )
         elif args.model is None:
             raise UserError("a session needs --model (or --sial --classes for a network learnt from clicks)")
-        settings = SparseSettings.recommended() if args.sial else None
+        settings = SialSettings.recommended() if args.sial else None
         if settings is not None and args.adjust_prior:
             settings = replace(settings, training=replace(settings.training, adjust_prior=True))
         try:

@@ -18,7 +18,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ CLICK_LOSSES = ("ce", "ewdl")
 
 @dataclass(frozen=True)
 class DiscaSettings:
+    KIND: ClassVar[str] = "disca"  # what a session stores its rounds as (SIAL rounds: "sial")
     steps: int = 10
     learning_rate: float = 1e-4  # tuned on Dubai tile 2 with the bundled model (BENCHMARKS.md)
     momentum: float = 0.9

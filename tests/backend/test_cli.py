@@ -183,7 +183,8 @@ def test_a_session_refuses_a_prior_correction_without_sial_rounds(tmp_path, rast
 
 def test_a_sial_session_makes_its_own_network_for_new_classes(tmp_path, raster):
     from backend.model.bundle import read_card
-    from backend.session.session import Session, SparseSettings
+    from backend.session.session import Session
+    from backend.session.settings import SialSettings
 
     session = tmp_path / "fields.gpkg"
     classes = "crop, fallow:#aa8844"
@@ -193,7 +194,7 @@ def test_a_sial_session_makes_its_own_network_for_new_classes(tmp_path, raster):
     assert [(c.name, c.color) for c in card.classes] == [("crop", "#e41a1c"), ("fallow", "#aa8844")]
     assert not card.clicks.enabled and card.input.bands == (1, 2, 3)
     opened = Session.open(session, "cpu")
-    assert opened.settings == SparseSettings.recommended()
+    assert opened.settings == SialSettings.recommended()
     opened.close()
     again = run_cli("session", "create", session, "--raster", raster, "--sial", "--classes", "a, b")
     assert again.returncode == 2 and "already exists" in again.stderr and "Traceback" not in again.stderr

@@ -407,7 +407,7 @@ def test_a_long_run_states_its_tiles_size_and_time_first(tmp_path, fast_model):
 
 
 def test_the_duration_is_announced_from_the_first_batch(monkeypatch):
-    from backend import inference
+    from backend.predict import inference
     from backend.progress import Monitor
 
     said = []

@@ -202,7 +202,7 @@ def test_a_session_can_train_an_untrained_network_from_clicks_alone(tmp_path, sc
     from backend.model.bundle import create_bundle, save_bundle
     from backend.model.card import ClassInfo, ClickEncoding
     from backend.predict.evaluation import read_labels
-    from backend.session.session import SparseSettings
+    from backend.session.settings import SialSettings
     from tests.helpers import make_card
 
     card = make_card(
@@ -210,7 +210,7 @@ def test_a_session_can_train_an_untrained_network_from_clicks_alone(tmp_path, sc
         clicks=ClickEncoding(enabled=False),
     )
     save_bundle(create_bundle(card, seed=1), tmp_path / "fresh")
-    settings = SparseSettings(training=Training(steps=40, batch=4, crop=64, learning_rate=3e-3))
+    settings = SialSettings(training=Training(steps=40, batch=4, crop=64, learning_rate=3e-3))
     session = Session.create(
         tmp_path / "sial.gpkg", scene.image, tmp_path / "fresh", "cpu", settings=settings
     )
@@ -224,7 +224,7 @@ def test_a_session_can_train_an_untrained_network_from_clicks_alone(tmp_path, sc
     assert report.steps == 40 and report.losses[-1] < report.losses[0]
     assert session.iteration == 1 and session.current_checkpoint().is_file()
     reopened = Session.open(session.path, "cpu")
-    assert isinstance(reopened.settings, SparseSettings) and reopened.settings.training.steps == 40
+    assert isinstance(reopened.settings, SialSettings) and reopened.settings.training.steps == 40
 
 
 def test_a_session_carries_one_prior_correction_through_sial_and_disca_rounds(tmp_path, scene):
@@ -235,13 +235,13 @@ def test_a_session_carries_one_prior_correction_through_sial_and_disca_rounds(tm
     from backend.model.bundle import create_bundle, save_bundle
     from backend.model.card import ClickEncoding
     from backend.predict.evaluation import read_labels
-    from backend.session.session import SparseSettings
+    from backend.session.settings import SialSettings
     from tests.helpers import make_card
 
     save_bundle(create_bundle(make_card(clicks=ClickEncoding(enabled=False)), seed=1), tmp_path / "fresh")
     training = Training(steps=20, batch=4, crop=64, learning_rate=3e-3, adjust_prior=True)
     session = Session.create(
-        tmp_path / "sial.gpkg", scene.image, tmp_path / "fresh", "cpu", settings=SparseSettings(training)
+        tmp_path / "sial.gpkg", scene.image, tmp_path / "fresh", "cpu", settings=SialSettings(training)
     )
     truth = read_labels(scene.labels)
     rng = np.random.default_rng(0)
@@ -255,21 +255,21 @@ def test_a_session_carries_one_prior_correction_through_sial_and_disca_rounds(tm
     head = session.bundle.network.segmentation_head[0].bias.detach().clone()
     # a round that cannot move the weights (learning rate 0) must leave them as the first round
     # did, less its correction, plus its own
-    second = session.retrain(SparseSettings(replace(training, learning_rate=0.0)))
+    second = session.retrain(SialSettings(replace(training, learning_rate=0.0)))
     expected = head - torch.tensor(PriorShift.from_json(first.prior_shift).adjustment, dtype=torch.float32)
     expected += torch.tensor(PriorShift.from_json(second.prior_shift).adjustment, dtype=torch.float32)
     assert torch.allclose(session.bundle.network.segmentation_head[0].bias, expected, atol=1e-5)
     reopened = Session.open(session.path, "cpu")
-    assert reopened._prior_in_weights() == PriorShift.from_json(second.prior_shift)
+    assert reopened.weights.prior() == PriorShift.from_json(second.prior_shift)
     assert reopened.settings.training.learning_rate == 0.0  # it trains on as its last round did
     # a DISCA round fine-tunes around the correction and keeps it on record, so that the next
     # SIAL round (here one without a correction of its own) still takes it out
     disca = session.retrain(DiscaSettings(steps=2, crop=64, max_crops=2, replay=4, anchor_crops=1))
     assert disca.prior_shift == second.prior_shift
     tuned = session.bundle.network.segmentation_head[0].bias.detach().clone()
-    session.retrain(SparseSettings(replace(training, learning_rate=0.0, adjust_prior=False)))
+    session.retrain(SialSettings(replace(training, learning_rate=0.0, adjust_prior=False)))
     plain = tuned - torch.tensor(PriorShift.from_json(second.prior_shift).adjustment, dtype=torch.float32)
     assert torch.allclose(session.bundle.network.segmentation_head[0].bias, plain, atol=1e-5)
     reopened = Session.open(session.path, "cpu")
-    assert reopened._prior_in_weights() is None
-    assert isinstance(reopened.settings, SparseSettings) and not reopened.settings.training.adjust_prior
+    assert reopened.weights.prior() is None
+    assert isinstance(reopened.settings, SialSettings) and not reopened.settings.training.adjust_prior

@@ -1,0 +1,80 @@
+"""One retraining round of a session, the DISCA way or the SIAL way (see :mod:`.settings`).
+
+Both compute only: the new weights end in the network, and the session writes the checkpoint
+and records the round (:meth:`backend.session.session.Session.commit_round`).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+
+from ..io.clicks import Click
+from ..io.raster import RasterSource
+from ..learn.disca import Disca, DiscaSettings, RetrainReport
+from ..learn.prior_shift import PriorShift
+from ..learn.sparse_training import SparseTrainer, window_probabilities
+from ..learn.superpixels import SparseLabels, expand_clicks
+from ..model.bundle import ModelBundle
+from ..progress import Monitor
+from .settings import SialSettings
+
+
+@dataclass(frozen=True)
+class TrainedRound:
+    """A retraining round computed but not yet recorded."""
+
+    iteration: int
+    checkpoint: str
+    clicks: int
+    report: RetrainReport
+
+
+def disca_round(
+    disca: Disca,
+    settings: DiscaSettings,
+    source: RasterSource,
+    clicks: Sequence[Click],
+    prior: PriorShift | None,
+    monitor: Monitor | None,
+) -> RetrainReport:
+    """DIAL's DISCA: a few steps on the clicks, anchored to the session's first prediction.
+
+    It fine-tunes around a SIAL round's class-prior correction: that stays in the bias, and
+    stays recorded so that the next SIAL round can take it out."""
+    disca.settings = settings
+    report = disca.retrain(source, clicks, monitor)
+    report.prior_shift = prior.to_json() if prior is not None else None
+    return report
+
+
+def sial_round(
+    bundle: ModelBundle,
+    device: torch.device,
+    settings: SialSettings,
+    source: RasterSource,
+    clicks: Sequence[Click],
+    prior: PriorShift | None,
+    first_round: bool,
+    monitor: Monitor | None,
+) -> RetrainReport:
+    """SIAL's way: every click so far (optionally spread over its superpixel) as sparse ground
+    truth, EWDL or cross-entropy, no anchor: for a network that starts from nothing. The sieve
+    (the model disputing an expanded label) waits for a model that has learnt something."""
+    started = time.perf_counter()
+    if settings.expansion is not None:
+        sieve = None if first_round else window_probabilities(bundle.network, bundle.card, source, device)
+        labels = expand_clicks(source, clicks, settings.expansion, sieve)
+    else:
+        labels = SparseLabels.from_clicks(clicks)
+    trainer = SparseTrainer(bundle.network, bundle.card, device, settings.training)
+    trainer.prior = prior  # taken out before training on, put back after
+    losses = trainer.fit([(source, labels)], monitor)
+    for parameter in bundle.network.parameters():
+        parameter.requires_grad_(False)
+    seconds = time.perf_counter() - started
+    correction = trainer.prior.to_json() if trainer.prior is not None else None
+    return RetrainReport(len(losses), len(labels), len(clicks), seconds, losses, prior_shift=correction)

@@ -1,0 +1,52 @@
+"""What a session's retraining rounds do: DISCA refines a trained model, SIAL rounds train a
+network from the clicks alone. Both are stored in the session (``settings_to_meta``) and read
+back (``settings_from_meta``); a round picks its trainer by the settings' ``KIND``."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar
+
+from ..learn.disca import DiscaSettings
+from ..learn.sparse_training import SparseSettings
+from ..learn.superpixels import ExpansionSettings
+
+
+@dataclass(frozen=True)
+class SialSettings:
+    """Session rounds the SIAL way (see :mod:`backend.session.rounds`), for a network trained
+    from clicks alone; ``DiscaSettings`` refine a trained one."""
+
+    KIND: ClassVar[str] = "sial"
+    training: SparseSettings = field(default_factory=lambda: SparseSettings(steps=300))
+    expansion: ExpansionSettings | None = None
+
+    @classmethod
+    def recommended(cls) -> SialSettings:
+        """What the Dubai benchmarks found best (docs/experiments/sial-setups.md, set-ups 2–4):
+        cross-entropy, each click spread over its SLIC superpixel with the sieve, the weights'
+        moving average; 300 steps of 128-px crops keep a round near a minute on a CPU."""
+        return cls(SparseSettings(steps=300, loss="ce", average=0.998), ExpansionSettings())
+
+    def check(self) -> None:
+        self.training.check()
+        if self.expansion is not None:
+            self.expansion.check()
+
+
+RoundSettings = DiscaSettings | SialSettings
+
+
+def settings_to_meta(settings: RoundSettings) -> dict[str, Any]:
+    return {"kind": settings.KIND, **asdict(settings)}
+
+
+def settings_from_meta(data: dict[str, Any]) -> RoundSettings:
+    data = dict(data)
+    if data.pop("kind", "disca") != "sial":
+        return DiscaSettings(**data)
+    expansion = data.get("expansion")
+    return SialSettings(
+        training=SparseSettings(**data["training"]),
+        expansion=ExpansionSettings(**expansion) if expansion else None,
+    )
