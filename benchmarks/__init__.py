@@ -2,7 +2,7 @@
 
 Run ``.venv/bin/python -m benchmarks`` for the list. Each benchmark prints its figures with the
 machine they were measured on and writes them to ``benchmarks/out/<name>.json``, so a run can be
-pasted into BENCHMARKS.md and compared with the targets in ARCHITECTURE.md.
+pasted into BENCHMARKS.md and compared with the targets in docs/architecture.md.
 """
 
 from pathlib import Path

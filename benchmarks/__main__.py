@@ -13,12 +13,11 @@ from rasterio.errors import NotGeoreferencedWarning
 from backend.errors import UserError
 from backend.system.runtime import limit_gdal_cache, tune_allocator
 
-from . import acquisition, clicks, domain_adaptation, memory, pipeline, prior, queries, seeds, sial_session
+from . import acquisition, clicks, domain_adaptation, memory, pipeline, sial_session
 from .options import add_model_and_device
 
 BENCHMARKS: dict[str, ModuleType] = {
-    m.NAME: m
-    for m in (pipeline, memory, acquisition, clicks, domain_adaptation, queries, prior, sial_session, seeds)
+    m.NAME: m for m in (pipeline, memory, acquisition, clicks, domain_adaptation, sial_session)
 }
 ALL_ORDER = ("pipeline", "acquisition", "memory")
 """``all`` runs the slow one (minutes per size) last."""
@@ -30,7 +29,7 @@ def build_parser() -> tuple[argparse.ArgumentParser, dict[str, argparse.Argument
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks",
         description="Performance benchmarks: print figures measured in one run and save them to "
-        "benchmarks/out/<name>.json. Targets: see ARCHITECTURE.md, 'Performance targets'.",
+        "benchmarks/out/<name>.json. Targets: docs/architecture.md, 'Performance targets'.",
     )
     commands = parser.add_subparsers(dest="benchmark", metavar="BENCHMARK")
     parsers = {}

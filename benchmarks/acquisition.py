@@ -1,6 +1,6 @@
 """acquisition: what each acquisition function costs, relative to entropy.
 
-ARCHITECTURE.md's targets: MC dropout (5 passes) ≤ 5 × and ODIN ≤ 3 × the cost of entropy. The
+The targets (docs/architecture.md): MC dropout (5 passes) ≤ 5 × and ODIN ≤ 3 × the cost of entropy. The
 cost compared is the ``predict`` stage of run.json (tiles → network → blended maps), measured by
 ``run_predict`` in this process; loading the model and writing overviews and patches are the same
 for every function, so they would only blur the ratio (the whole run's wall time is shown too).

@@ -53,7 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto")
     parser.add_argument("--disca-lr", type=float, help="DISCA learning rate (default: the engine's)")
-    parser.add_argument("--disca-lambda", type=float)
+    parser.add_argument("--anchor-weight", type=float, help="DISCA's λ (default: its own)")
     parser.add_argument("--modes", default="disca,ac", help="comma-separated: disca, ac")
     parser.add_argument(
         "--cases",
@@ -161,7 +161,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         settings,
         **{
             k: v
-            for k, v in (("learning_rate", args.disca_lr), ("anchor_weight", args.disca_lambda))
+            for k, v in (("learning_rate", args.disca_lr), ("anchor_weight", args.anchor_weight))
             if v is not None
         },
     )

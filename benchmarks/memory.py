@@ -1,6 +1,6 @@
 """memory: peak memory of ``python -m backend predict`` on 6000² and 12000² scenes.
 
-ARCHITECTURE.md's targets: ≤ 1.5 GB on 6000 × 6000 and flat in raster size (12000² ≤ 1.2 × the
+The targets (docs/architecture.md): ≤ 1.5 GB on 6000 × 6000 and flat in raster size (12000² ≤ 1.2 × the
 6000² peak). Each size runs the CLI in a fresh process, forked by a small launcher (see
 launcher.py: a child of this large process would inherit its RSS high-water mark), so one run's
 memory never counts towards another's. The peak is that process's ru_maxrss from wait4 (its
@@ -145,6 +145,35 @@ def predict_once(
     }
 
 
+def _each_size(scenes: dict, model, device, args: argparse.Namespace) -> list[dict[str, Any]]:
+    """One fresh predict process per scene size, each printed as it finishes."""
+    columns = (
+        ("size", 6),
+        ("tiles", 5),
+        ("wall s", 7),
+        ("s/tile", 6),
+        ("cpu/wall", 8),
+        ("others", 6),
+        ("peak RSS MiB", 12),
+        ("run.json MiB", 12),
+        ("anon MiB", 8),
+    )
+    say("  ".join(f"{title:>{width}}" for title, width in columns) + "  GPU MiB")
+    results = []
+    for size, scene in scenes.items():
+        result = predict_once(scene.path, size, model.directory, str(device), args.gdal_cachemax)
+        results.append(result)
+        say(
+            f"{size:>6}  {result['tiles']:>5}  {result['wall_s']:>7.1f}  "
+            f"{result['wall_s'] / result['tiles']:>6.3f}  {result['cpu_s'] / result['wall_s']:>8.2f}  "
+            f"{fmt(result['other_cores']):>6}  "
+            f"{result['peak_rss_mib']:>12.0f}  "
+            f"{fmt(result['run_json_peak_mib'], 0):>12}  {fmt(result['peak_anon_mib_sampled'], 0):>8}  "
+            f"{fmt(result['gpu_peak_mib'], 0)}"
+        )
+    return results
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     begun = started()
     sizes = parse_sizes(args.sizes)
@@ -174,30 +203,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"baseline (import engine + load model, no raster): peak RSS {floor.peak_rss_mib:.0f} MiB, "
         f"anonymous {fmt(floor.peak_anon_mib, 0)} MiB"
     )
-    columns = (
-        ("size", 6),
-        ("tiles", 5),
-        ("wall s", 7),
-        ("s/tile", 6),
-        ("cpu/wall", 8),
-        ("others", 6),
-        ("peak RSS MiB", 12),
-        ("run.json MiB", 12),
-        ("anon MiB", 8),
-    )
-    say("  ".join(f"{title:>{width}}" for title, width in columns) + "  GPU MiB")
-    results = []
-    for size, scene in scenes.items():
-        result = predict_once(scene.path, size, model.directory, str(device), args.gdal_cachemax)
-        results.append(result)
-        say(
-            f"{size:>6}  {result['tiles']:>5}  {result['wall_s']:>7.1f}  "
-            f"{result['wall_s'] / result['tiles']:>6.3f}  {result['cpu_s'] / result['wall_s']:>8.2f}  "
-            f"{fmt(result['other_cores']):>6}  "
-            f"{result['peak_rss_mib']:>12.0f}  "
-            f"{fmt(result['run_json_peak_mib'], 0):>12}  {fmt(result['peak_anon_mib_sampled'], 0):>8}  "
-            f"{fmt(result['gpu_peak_mib'], 0)}"
-        )
+    results = _each_size(scenes, model, device, args)
     first, last = results[0], results[-1]
     several = len(results) > 1
     growth = ratio(last["peak_rss_mib"], first["peak_rss_mib"]) if several else None

@@ -1,6 +1,6 @@
 """pipeline: the whole ``run_predict`` job against the pure model forward of the same tiles.
 
-ARCHITECTURE.md's target: predict's wall time ≤ 1.2 × the model-forward time of the same tiles,
+The target (docs/architecture.md): predict's wall time ≤ 1.2 × the model-forward time of the same tiles,
 measured in the same run. The forward pass runs over exactly the pipeline's tiles (same grid,
 batches, device, channels_last), read and normalised into memory beforehand, so the ratio shows
 what reading, blending, writing and ranking add on top of the network.
@@ -97,6 +97,78 @@ def pipeline(
     return watch, report.run
 
 
+def _alternate(
+    scene, model, args, device, predictor, batches
+) -> tuple[list[Stopwatch], list[Stopwatch], list[dict]]:
+    """``args.repeats`` pairs of a whole run_predict job then the pure forward, printed as they go."""
+    forwards: list[Stopwatch] = []
+    pipelines: list[Stopwatch] = []
+    runs: list[dict] = []
+    columns = (
+        ("pair", 4),
+        ("pipeline s", 10),
+        ("cpu/wall", 8),
+        ("others", 6),
+        ("forward s", 10),
+        ("cpu/wall", 8),
+    )
+    say("  ".join(f"{title:>{width}}" for title, width in columns) + "  others")
+    for pair in range(1, args.repeats + 1):
+        status(f"pair {pair}/{args.repeats}: run_predict")
+        watch, run_json = pipeline(scene, model.directory, args, device)
+        pipelines.append(watch)
+        runs.append(run_json)
+        status(f"pair {pair}/{args.repeats}: forward")
+        forwards.append(forward(predictor, batches))
+        p, f = pipelines[-1], forwards[-1]
+        say(
+            f"{pair:>4}  {p.wall:>10.2f}  {p.utilisation:>8.2f}  {fmt(p.others()):>6}  "
+            f"{f.wall:>10.2f}  {f.utilisation:>8.2f}  {fmt(f.others())}"
+        )
+    return pipelines, forwards, runs
+
+
+def _record(begun, machine, model, scene, info, predictor, order, forwards, pipelines, runs, prepare) -> dict:
+    """What benchmarks/out/pipeline.json keeps of the run."""
+    quickest = min(range(len(forwards)), key=lambda i: forwards[i].wall)
+    best = min(range(len(pipelines)), key=lambda i: pipelines[i].wall)
+    fastest_forward, fastest_pipeline = forwards[quickest].wall, pipelines[best].wall
+    stages, tiles = runs[best]["seconds"], runs[best]["tile_count"]
+    overall, predict_stage = ratio(fastest_pipeline, fastest_forward), stages.get("predict")
+    return {
+        "benchmark": NAME,
+        "started": begun,
+        "machine": machine,
+        "model": model.description,
+        "raster": {
+            "path": str(scene.path),
+            "description": scene.description,
+            "size": [info.width, info.height],
+        },
+        "tiles": tiles,
+        "tile_size": predictor.tile,
+        "overlap": predictor.overlap,
+        "batch_size": predictor.batch_size,
+        "order": order,
+        "forward": [w.as_json() for w in forwards],
+        "pipeline": [w.as_json() for w in pipelines],
+        "pipeline_stages_seconds": stages,
+        "input_preparation_seconds": prepare.wall,
+        "best": {
+            "forward_s": fastest_forward,
+            "pipeline_s": fastest_pipeline,
+            "forward_s_per_tile": fastest_forward / tiles,
+            "pipeline_s_per_tile": fastest_pipeline / tiles,
+        },
+        "ratios": {
+            "pipeline_over_forward": overall,
+            "predict_stage_over_forward": ratio(predict_stage, fastest_forward),
+        },
+        "targets": {"pipeline_over_forward": TARGET},
+        "pipeline_run": runs[best],
+    }
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     begun = started()
     if args.repeats < 1:
@@ -138,30 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         },
     )
     forward(predictor, batches[:1])
-    forwards: list[Stopwatch] = []
-    pipelines: list[Stopwatch] = []
-    runs: list[dict] = []
-    columns = (
-        ("pair", 4),
-        ("pipeline s", 10),
-        ("cpu/wall", 8),
-        ("others", 6),
-        ("forward s", 10),
-        ("cpu/wall", 8),
-    )
-    say("  ".join(f"{title:>{width}}" for title, width in columns) + "  others")
-    for pair in range(1, args.repeats + 1):
-        status(f"pair {pair}/{args.repeats}: run_predict")
-        watch, run_json = pipeline(scene, model.directory, args, device)
-        pipelines.append(watch)
-        runs.append(run_json)
-        status(f"pair {pair}/{args.repeats}: forward")
-        forwards.append(forward(predictor, batches))
-        p, f = pipelines[-1], forwards[-1]
-        say(
-            f"{pair:>4}  {p.wall:>10.2f}  {p.utilisation:>8.2f}  {fmt(p.others()):>6}  "
-            f"{f.wall:>10.2f}  {f.utilisation:>8.2f}  {fmt(f.others())}"
-        )
+    pipelines, forwards, runs = _alternate(scene, model, args, device, predictor, batches)
     quickest = min(range(len(forwards)), key=lambda i: forwards[i].wall)
     fastest_forward = forwards[quickest].wall
     best = min(range(len(pipelines)), key=lambda i: pipelines[i].wall)
@@ -183,37 +232,6 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     say(f"ratio pipeline/forward = {fmt(overall)} (target ≤ {TARGET}: {against(overall, TARGET)})")
     say(f"ratio predict stage/forward = {fmt(ratio(predict_stage, fastest_forward))}")
     busy_warning([forwards[quickest].others(), pipelines[best].others()], device.type)
-    data = {
-        "benchmark": NAME,
-        "started": begun,
-        "machine": machine,
-        "model": model.description,
-        "raster": {
-            "path": str(scene.path),
-            "description": scene.description,
-            "size": [info.width, info.height],
-        },
-        "tiles": tiles,
-        "tile_size": predictor.tile,
-        "overlap": predictor.overlap,
-        "batch_size": predictor.batch_size,
-        "order": order,
-        "forward": [w.as_json() for w in forwards],
-        "pipeline": [w.as_json() for w in pipelines],
-        "pipeline_stages_seconds": stages,
-        "input_preparation_seconds": prepare.wall,
-        "best": {
-            "forward_s": fastest_forward,
-            "pipeline_s": fastest_pipeline,
-            "forward_s_per_tile": fastest_forward / tiles,
-            "pipeline_s_per_tile": fastest_pipeline / tiles,
-        },
-        "ratios": {
-            "pipeline_over_forward": overall,
-            "predict_stage_over_forward": ratio(predict_stage, fastest_forward),
-        },
-        "targets": {"pipeline_over_forward": TARGET},
-        "pipeline_run": runs[best],
-    }
+    data = _record(begun, machine, model, scene, info, predictor, order, forwards, pipelines, runs, prepare)
     save(NAME, data)
     return data

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from backend.learn.new_model import create_model_for_raster
-from backend.learn.training import TrainingConfig
+from backend.learn.training_config import TrainingConfig
 from backend.model.card import ClassInfo
 from backend.predict.evaluation import read_labels, score
 from backend.protocols.agents import sial_clicks

@@ -3,8 +3,17 @@
 Heavy work (predicting, retraining) runs in :class:`~.tasks.EngineTask` background tasks, one
 at a time; clicks that arrive meanwhile are stored at once and their map update follows when
 the task ends. The session's database is only touched on the GUI thread: tasks compute, their
-results are recorded in ``finished``. All engine logic stays in ``backend``; this class gathers
-parameters, starts tasks and shows results.
+results are recorded in ``finished``. All engine logic stays in the engine; the controller
+gathers parameters, starts tasks and shows results.
+
+This module holds the session's life (start, reopen, close), predicting and retraining. The
+controller's other concerns each have a module of their own, mixed in here:
+
+- task_queue: one background task at a time, and what waits for it;
+- corrections: the analyst's clicks (add, remove, undo);
+- navigation: next / previous patch, and the visible extent;
+- exports: class map, polygons, adapted model, clicks;
+- project: the session saved with the QGIS project and reopened with it.
 """
 
 from __future__ import annotations
@@ -15,31 +24,27 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from qgis.core import (
-    Qgis,
-    QgsApplication,
-    QgsCoordinateReferenceSystem,
-    QgsCoordinateTransform,
-    QgsPointXY,
-    QgsProject,
-    QgsRasterLayer,
-    QgsRectangle,
-)
+from qgis.core import Qgis, QgsApplication, QgsProject, QgsRasterLayer
 from qgis.PyQt.QtCore import QObject, pyqtSignal
 
+from .corrections import Corrections
+from .exports import SessionExports
 from .layers import ClassStyle, SessionLayers, create_session_layers, find_session_layers
+from .navigation import PatchNavigation
+from .project import ProjectPersistence
+from .task_queue import TaskQueue
 from .tasks import EngineTask
 
-PROJECT_SCOPE = "sial"
 
+class SessionController(TaskQueue, Corrections, PatchNavigation, SessionExports, ProjectPersistence, QObject):
+    """The session the dock, the click tool and the project work with (at most one at a time)."""
 
-class SessionController(QObject):
     changed = pyqtSignal()  # clicks, iterations, patches or maps changed
     busy_changed = pyqtSignal(bool, str)  # a task started (True, what) or ended (False, "")
     progress = pyqtSignal(int, str)
     message = pyqtSignal(str, object)  # text, Qgis.MessageLevel
 
-    def __init__(self, canvas, project: QgsProject | None = None, parent: QObject | None = None):
+    def __init__(self, canvas: Any, project: QgsProject | None = None, parent: QObject | None = None):
         super().__init__(parent)
         from backend.learn.disca import DiscaSettings
         from backend.session.settings import SialSettings
@@ -60,14 +65,9 @@ class SessionController(QObject):
         self._after: list[Callable[[], None]] = []
         self._update_pending = False
         self._visited: list[int] = []
-        self.project.writeProject.connect(self._write_project)
-        self.project.readProject.connect(self._read_project)
+        self._follow_project()
 
     # ------------------------------------------------------------------ state
-
-    @property
-    def busy(self) -> bool:
-        return self.task is not None
 
     @property
     def is_sial(self) -> bool:
@@ -94,17 +94,13 @@ class SessionController(QObject):
 
     @property
     def classes(self) -> list[ClassStyle]:
+        """The session model's classes, as the layers and the palette show them."""
         if self.session is None:
             return []
         return [ClassStyle(c.index, c.name, c.color) for c in self.session.bundle.card.classes]
 
-    def click_counts(self) -> dict[int, int]:
-        counts = {c.index: 0 for c in self.classes}
-        for click in self.session.clicks() if self.session else []:
-            counts[click.class_id] = counts.get(click.class_id, 0) + 1
-        return counts
-
     def history(self) -> list[dict[str, Any]]:
+        """The session's steps (start, retraining rounds), as the dock's History table lists them."""
         if self.session is None:
             return []
         return [
@@ -118,7 +114,9 @@ class SessionController(QObject):
             for i in self.session.iterations()
         ]
 
-    def _say(self, text: str, level=Qgis.Info) -> None:
+    def _say(self, text: str, level: Any = Qgis.Info) -> None:
+        """One sentence for the analyst (the message bar, the dock's status); warnings are kept as
+        ``last_error`` for scripts and tests."""
         if level in (Qgis.Warning, Qgis.Critical):
             self.last_error = text
         self.message.emit(text, level)
@@ -126,7 +124,7 @@ class SessionController(QObject):
     # ------------------------------------------------------------------ session lifecycle
 
     def start(
-        self, layer, model_dir: str | Path | None, device: str = "auto", session_path: Path | None = None
+        self, layer: Any, model_dir: str | Path | None, device: str = "auto", session_path: Path | None = None
     ) -> bool:
         """A new session on ``layer`` with the bundle in ``model_dir``, then a first prediction."""
         source = self._raster_file(layer)
@@ -140,7 +138,7 @@ class SessionController(QObject):
         )
 
     def start_from_clicks(
-        self, layer, class_names: str, device: str = "auto", session_path: Path | None = None
+        self, layer: Any, class_names: str, device: str = "auto", session_path: Path | None = None
     ) -> bool:
         """A new SIAL session: an untrained network for the analyst's own classes (written next
         to the session) that learns from the clicks alone, one Retrain round after another."""
@@ -162,7 +160,7 @@ class SessionController(QObject):
         shutil.rmtree(model_dir, ignore_errors=True)  # no session uses it
         return False
 
-    def _raster_file(self, layer) -> Path | None:
+    def _raster_file(self, layer: Any) -> Path | None:
         """The file behind ``layer``, or None (and the reason said) where it cannot be used."""
         if self.busy:
             self._say("Wait for the running task to finish, or cancel it.", Qgis.Warning)
@@ -178,7 +176,7 @@ class SessionController(QObject):
             return None
         return source
 
-    def _begin(self, path: Path, source: Path, model_dir: str | Path, device: str, settings) -> bool:
+    def _begin(self, path: Path, source: Path, model_dir: str | Path, device: str, settings: Any) -> bool:
         from backend.errors import UserError
         from backend.session.session import Session
 
@@ -237,47 +235,6 @@ class SessionController(QObject):
                 self.tree_view.setExpanded(self.tree_view.node2index(node), True)  # the view's (proxy) index
         return layers
 
-    # ------------------------------------------------------------------ tasks
-
-    def _run(self, description: str, work: Callable[[Any], Any], done: Callable[[Any], None]) -> None:
-        task = EngineTask(description, work, lambda result: self._done(done, result), self._failed)
-        task.status.connect(lambda text: self.progress.emit(int(task.progress()), text))
-        task.notice.connect(lambda text: self._say(text[0].upper() + text[1:] + ".", Qgis.Info))
-        self.task = task
-        self.busy_changed.emit(True, description)
-        QgsApplication.taskManager().addTask(task)
-
-    def _done(self, done: Callable[[Any], None], result: Any) -> None:
-        self.task = None
-        self.busy_changed.emit(False, "")
-        try:
-            done(result)
-        finally:
-            self._next()
-
-    def _failed(self, error: str) -> None:
-        self.task = None
-        self.busy_changed.emit(False, "")
-        self._after.clear()
-        if error == "cancelled":
-            self._say("Cancelled: the maps and the model are as they were before.", Qgis.Info)
-        else:
-            self._say(error, Qgis.Warning)
-        self._next()
-
-    def _next(self) -> None:
-        if self.busy:
-            return
-        if self._after:
-            self._after.pop(0)()
-        elif self._update_pending:
-            self._update_pending = False
-            self.predict()
-
-    def cancel(self) -> None:
-        if self.task is not None:
-            self.task.cancel()
-
     # ------------------------------------------------------------------ predict
 
     def predict(self, region: tuple[int, int, int, int] | None = None) -> None:
@@ -296,7 +253,7 @@ class SessionController(QObject):
         reference = Path(self.reference.source()) if self.reference is not None else None
         names = [c.name for c in self.classes]
 
-        def work(monitor):
+        def work(monitor: Any) -> tuple[Any, float | None]:
             report = run_predict(params, monitor)
             miou = None
             if reference is not None and region is None:
@@ -306,7 +263,7 @@ class SessionController(QObject):
                     miou = score(classes.read(1), read_labels(reference), names).miou
             return report, miou
 
-        def done(result) -> None:
+        def done(result: tuple[Any, float | None]) -> None:
             report, miou = result
             self.session.store_patches(report)
             if miou is not None:
@@ -318,104 +275,6 @@ class SessionController(QObject):
             self.changed.emit()
 
         self._run("Updating the maps" if region else "Predicting", work, done)
-
-    def visible_region(self) -> tuple[int, int, int, int] | None:
-        """The canvas extent as a pixel window of the raster (None when it misses the raster)."""
-        info = self.session.info
-        extent = self._to_raster(self.canvas.extent(), self.canvas.mapSettings().destinationCrs())
-        inverse = ~info.map_transform
-        corners = [
-            inverse * (x, y)
-            for x in (extent.xMinimum(), extent.xMaximum())
-            for y in (extent.yMinimum(), extent.yMaximum())
-        ]
-        cols, rows = [c for c, _ in corners], [r for _, r in corners]
-        row0, row1 = max(int(min(rows)), 0), min(int(max(rows)) + 1, info.height)
-        col0, col1 = max(int(min(cols)), 0), min(int(max(cols)) + 1, info.width)
-        return (row0, col0, row1, col1) if row0 < row1 and col0 < col1 else None
-
-    # ------------------------------------------------------------------ coordinates
-
-    def _raster_crs(self) -> QgsCoordinateReferenceSystem:
-        crs = self.session.info.crs
-        return (
-            QgsCoordinateReferenceSystem(crs.to_wkt()) if crs is not None else QgsCoordinateReferenceSystem()
-        )
-
-    def _transform(self, crs: QgsCoordinateReferenceSystem, to_raster: bool) -> QgsCoordinateTransform | None:
-        raster = self._raster_crs()
-        if not raster.isValid() or not crs.isValid() or raster == crs:
-            return None  # a raster without CRS lives in QGIS's pixel coordinates, as the canvas shows it
-        source, target = (crs, raster) if to_raster else (raster, crs)
-        return QgsCoordinateTransform(source, target, self.project)
-
-    def _to_raster(self, geometry, crs: QgsCoordinateReferenceSystem):
-        transform = self._transform(crs, to_raster=True)
-        if transform is None:
-            return geometry
-        if isinstance(geometry, QgsRectangle):
-            return transform.transformBoundingBox(geometry)
-        return transform.transform(geometry)
-
-    # ------------------------------------------------------------------ clicks
-
-    def add_click(self, point: QgsPointXY, crs: QgsCoordinateReferenceSystem) -> bool:
-        from backend.errors import UserError
-
-        if self.session is None:
-            self._say("Start a session first.", Qgis.Warning)
-            return False
-        where = self._to_raster(QgsPointXY(point), crs)
-        try:
-            self.session.add_click_at(where.x(), where.y(), self.current_class)
-        except UserError as exc:
-            self._say(str(exc), Qgis.Warning)
-            return False
-        self._clicks_changed()
-        return True
-
-    def remove_click_near(
-        self, point: QgsPointXY, crs: QgsCoordinateReferenceSystem, tolerance: float
-    ) -> bool:
-        """Remove the click nearest to ``point`` within ``tolerance`` (map units of ``crs``)."""
-        if self.session is None or not self.session.clicks():
-            return False
-        transform = self._transform(crs, to_raster=False)
-        best, best_distance = None, tolerance
-        for click in self.session.clicks():
-            x, y = self.session.info.map_transform * (click.col + 0.5, click.row + 0.5)
-            position = QgsPointXY(x, y) if transform is None else transform.transform(QgsPointXY(x, y))
-            distance = position.distance(point)
-            if distance <= best_distance:
-                best, best_distance = click, distance
-        if best is None:
-            return False
-        self.session.remove_click(best.click_id)
-        self._clicks_changed()
-        return True
-
-    def _clicks_changed(self) -> None:
-        if self.layers is not None:
-            self.layers.clicks.dataProvider().reloadData()
-            self.layers.clicks.triggerRepaint()
-        self.changed.emit()
-        self.predict()
-
-    def undo(self) -> None:
-        from backend.errors import UserError
-
-        if self.session is None:
-            return
-        if self.busy:
-            self._say("Wait for the running task to finish, or cancel it.", Qgis.Warning)
-            return
-        try:
-            done = self.session.undo()
-        except UserError as exc:
-            self._say(str(exc), Qgis.Warning)
-            return
-        self._say(done[0].upper() + done[1:] + ".", Qgis.Info)
-        self._clicks_changed()
 
     # ------------------------------------------------------------------ retrain
 
@@ -437,7 +296,7 @@ class SessionController(QObject):
         method = "SIAL" if self.is_sial else "DISCA"
         session, settings = self.session, self.sial_settings if self.is_sial else self.settings
 
-        def done(trained) -> None:
+        def done(trained: Any) -> None:
             session.commit_round(trained)
             report = trained.report
             self._say(
@@ -456,95 +315,3 @@ class SessionController(QObject):
         self._run(
             "Retraining on the clicks", lambda monitor: session.train_round(clicks, settings, monitor), done
         )
-
-    # ------------------------------------------------------------------ patch queue
-
-    def next_patch(self):
-        """Mark the current patch done and zoom to the most uncertain patch not visited yet."""
-        if self.session is None:
-            return None
-        if self._visited:
-            self.session.set_patch_status(self._visited[-1], "done")
-        todo = [p for p in self.session.patches() if p.status != "done" and p.patch_id not in self._visited]
-        if not todo:
-            self._say("Every patch has been visited.", Qgis.Info)
-            return None
-        self._visited.append(todo[0].patch_id)
-        self._zoom_to(todo[0])
-        self._refresh_patches()
-        return todo[0]
-
-    def previous_patch(self):
-        if self.session is None or len(self._visited) < 2:
-            return None
-        self._visited.pop()
-        patch = next(p for p in self.session.patches() if p.patch_id == self._visited[-1])
-        self.session.set_patch_status(patch.patch_id, "todo")
-        self._zoom_to(patch)
-        self._refresh_patches()
-        return patch
-
-    def _zoom_to(self, patch) -> None:
-        x0, y0, x1, y1 = patch.extent
-        rectangle = QgsRectangle(x0, y0, x1, y1)
-        transform = self._transform(self.canvas.mapSettings().destinationCrs(), to_raster=False)
-        if transform is not None:
-            rectangle = transform.transformBoundingBox(rectangle)
-        self.canvas.setExtent(rectangle.buffered(rectangle.width() * 0.05))
-        self.canvas.refresh()
-
-    def _refresh_patches(self) -> None:
-        if self.layers is not None:
-            self.layers.patches.dataProvider().reloadData()
-            self.layers.patches.triggerRepaint()
-        self.changed.emit()
-
-    # ------------------------------------------------------------------ export
-
-    def export_class_map(self, path: str | Path) -> Path:
-        path = Path(path)
-        shutil.copyfile(self.session.outputs / "classes.tif", path)
-        return path
-
-    def export_polygons(self, path: str | Path) -> None:
-        """Class polygons dissolved by class into a GeoPackage (in the background)."""
-        from backend.io.export import polygonize_classes
-
-        classes = self.session.outputs / "classes.tif"
-        card = self.session.bundle.card
-        self._run(
-            "Writing class polygons",
-            lambda monitor: polygonize_classes(classes, Path(path), card, monitor),
-            lambda count: self._say(f"Wrote {count} class polygons to {path}.", Qgis.Success),
-        )
-
-    def export_bundle(self, directory: str | Path) -> Path | None:
-        """The adapted model into ``directory``: a folder the analyst picked, which may hold their
-        own files, so a non-empty folder gets a sub-folder named after the model (never replaced)."""
-        from backend.errors import UserError
-
-        try:
-            return self.session.export_bundle(directory)
-        except UserError as exc:
-            self._say(str(exc), Qgis.Warning)
-            return None
-
-    def export_clicks(self, path: str | Path) -> Path:
-        from backend.io.clicks import write_clicks
-
-        return write_clicks(
-            Path(path), self.session.click_list(), self.session.info, self.session.bundle.card
-        )
-
-    # ------------------------------------------------------------------ project
-
-    def _write_project(self, *_) -> None:
-        if self.session is not None:
-            self.project.writeEntry(PROJECT_SCOPE, "session", str(self.session.path))
-            self.project.writeEntry(PROJECT_SCOPE, "model_mode", self.mode)
-
-    def _read_project(self, *_) -> None:
-        path, found = self.project.readEntry(PROJECT_SCOPE, "session", "")
-        if found and path and Path(path).is_file():
-            self.mode = self.project.readEntry(PROJECT_SCOPE, "model_mode", "ac")[0]
-            self.open_session(path)

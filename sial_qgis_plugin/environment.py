@@ -1,5 +1,8 @@
 """Where the engine, its Python packages and the bundled models are, seen from inside QGIS.
 
+Two layouts: the installed zip (``sial_qgis_plugin/engine`` and ``sial_qgis_plugin/models``, see
+tools/package.py) and a source checkout (``backend/`` and ``models/`` next to the plugin folder).
+
 Nothing here imports torch: QGIS must start, and say clearly what is missing, even when the
 deep-learning packages are absent.
 """
@@ -32,16 +35,18 @@ def private_packages_dir() -> Path:
 
 
 def add_paths() -> None:
-    """Put the engine and the plugin's private packages on ``sys.path``.
+    """Make the engine and the plugin's private packages importable.
 
-    The zip holds the engine in ``engine/backend``; a source checkout has ``backend`` next to the
-    plugin. Never the plugin folder itself: its ``processing`` subpackage would shadow QGIS's.
+    Installed from the zip, the engine is the plugin's own subpackage ``engine`` (its modules
+    import it relatively) and nothing generic goes on ``sys.path``: a top-level ``backend`` would
+    collide with any other plugin's. Only a source checkout, where the plugin folder sits next to
+    ``backend/`` and imports it by that name, puts the checkout's root there. Never the plugin
+    folder itself: its ``processing`` subpackage would shadow QGIS's.
     """
-    for candidate in (PLUGIN_DIR / "engine", PLUGIN_DIR.parent):
-        if (candidate / "backend" / "__init__.py").exists():
-            if str(candidate) not in sys.path:
-                sys.path.insert(0, str(candidate))
-            break
+    checkout = PLUGIN_DIR.parent
+    bundled = (PLUGIN_DIR / "engine" / "__init__.py").is_file()
+    if not bundled and (checkout / "backend" / "__init__.py").is_file() and str(checkout) not in sys.path:
+        sys.path.insert(0, str(checkout))
     private = private_packages_dir()
     if private.is_dir() and str(private) not in sys.path:
         sys.path.append(str(private))

@@ -166,3 +166,25 @@ def run_on_small_disk(
     return subprocess.run(
         ["unshare", *namespaces, "sh", "-c", script], capture_output=True, text=True, timeout=timeout
     )
+
+
+SIAL_CLASSES = [[name, colour] for name, colour in DUBAI_CLASSES]
+
+
+def sial_parameters(scene, tmp_path: Path, **settings):
+    """Two SIAL iterations of a small network on ``scene``, trained and scored on itself."""
+    import json
+
+    from backend.learn.training_config import TrainingConfig
+    from backend.protocols.sial import SialParameters
+
+    data = {
+        "name": "sial-test",
+        "classes": SIAL_CLASSES,
+        "encoder": FAST_ENCODER,
+        "train": [[str(scene.image), str(scene.labels)]],
+        "validation": [[str(scene.image), str(scene.labels)]],
+    }
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    config = TrainingConfig.load(tmp_path / "config.json")
+    return SialParameters(config, tmp_path / "out", iterations=2, image_size=128, device="cpu", **settings)

@@ -24,7 +24,7 @@ from ..system.ownership import check_folder, claim
 from .report import Figure, class_rgb, image_rgb, read_thumbnail, save_map, write_html
 from .scene import CLASS_NAMES, write_scene
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]  # the repository (or, in the zip, the plugin)
 MODELS = REPOSITORY / "models"
 DEFAULT_MODEL = "dubai-landcover"
 DUBAI_COLOURS = ("#3c1098", "#8429f6", "#6ec1e4", "#fedd3a", "#e2a929")

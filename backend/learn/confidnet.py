@@ -39,7 +39,8 @@ def train_confidnet(
 ) -> dict[str, float]:
     """Train ``bundle.confidnet`` (created if absent) on random crops of ``pairs``; the
     segmentation network stays frozen. Returns the loss at the start and at the end."""
-    from .training import LabelledImage, TrainingConfig
+    from .crops import LabelledImage
+    from .training_config import TrainingConfig
 
     monitor = monitor or Monitor()
     target_device = resolve_device(device)
@@ -65,7 +66,7 @@ def train_confidnet(
         std=list(card.input.normalization.std),
         bands=list(card.input.bands),
     )
-    from .training import CropSampler
+    from .crops import CropSampler
 
     images = [LabelledImage.load(i, lbl, card.input.bands, class_map) for i, lbl in pairs]
     sampler = CropSampler(images, config, np.random.default_rng(seed))

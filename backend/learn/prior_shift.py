@@ -8,12 +8,12 @@ labels) and renormalise. The imagery's shares are not known, so they are estimat
 label: as the mean of the network's own posteriors over the whole training imagery.
 
 That mean is the first step of Saerens, Latinne and Decaestecker's EM ("Adjusting the outputs of
-a classifier to new a priori probabilities", 2002), which :func:`estimate_shares` runs to its
-fixed point for comparison (``python -m benchmarks prior``). On six Dubai SIAL networks EM lands
+a classifier to new a priori probabilities", 2002), which ``experiments/prior.py`` runs to its
+fixed point for comparison (``python -m experiments prior``). On six Dubai SIAL networks EM lands
 near the true shares, yet correcting all the way to them, the true shares included, lowered
 five of the six by 0.3 to 11 mIoU points: their posteriors are not calibrated, so Bayes' rule
 over-corrects them. The mean moves the prior part of the way and gave −2.1 to +2.0 points on
-the same networks (BENCHMARKS.md, SIAL set-up 6).
+the same networks (docs/experiments/sial-setups.md, set-up 6).
 
 The adjustment, log(estimated share / label share) per class, is added to the bias of the
 network's last layer: the bundle carries it, and prediction, blending and every acquisition
@@ -81,28 +81,6 @@ def label_shares(labels: Sequence[SparseLabels], n_classes: int) -> np.ndarray:
     return counts / counts.sum()
 
 
-def estimate_shares(
-    posteriors: np.ndarray, trained_shares: np.ndarray, iterations: int = 500, tolerance: float = 1e-7
-) -> np.ndarray:
-    """The class shares of the pixels behind ``posteriors`` (N × classes, from a network trained
-    at ``trained_shares``), by EM: reweight every posterior by (estimate / trained share),
-    renormalise, and take the mean as the next estimate, until it stops moving."""
-    if posteriors.ndim != 2 or posteriors.shape[1] != len(trained_shares) or not len(posteriors):
-        raise UserError("prior estimation needs an N × classes array of posteriors, N > 0")
-    posteriors = posteriors.astype(np.float64)
-    trained = np.asarray(trained_shares, dtype=np.float64)
-    estimate = trained.copy()
-    for _ in range(iterations):
-        weighted = posteriors * (estimate / trained)
-        weighted /= np.maximum(weighted.sum(axis=1, keepdims=True), 1e-12)
-        updated = weighted.mean(axis=0)
-        converged = np.abs(updated - estimate).max() < tolerance
-        estimate = updated
-        if converged:
-            break
-    return estimate
-
-
 def sample_posteriors(
     probabilities_of: Sequence[Callable[[int, int, int, int], np.ndarray]],
     sources: Sequence[RasterSource],
@@ -116,7 +94,8 @@ def sample_posteriors(
     ``max_windows`` of those windows drawn at random where the grid has more.
 
     Covering the imagery whole makes the estimate the same on every run: a random sample of
-    windows moved a weak network's corrected mIoU by two points (BENCHMARKS.md, set-up 6).
+    windows moved a weak network's corrected mIoU by two points (docs/experiments/sial-setups.md,
+    set-up 6).
     ``probabilities_of[i](row, col, height, width)`` gives source i's class probabilities.
     """
     grid = [

@@ -17,244 +17,28 @@ import os
 import shlex
 import sys
 import time
-import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import rasterio
 import torch
 import torch.nn.functional as F  # noqa: N812
-from rasterio.errors import NotGeoreferencedWarning
 from torch import nn
 
 from ..errors import UserError
-from ..io.clicks import Click, encode_clicks
 from ..io.raster import RasterSource
-from ..model.bundle import CARD_FILE, ModelBundle, load_bundle, save_bundle
-from ..model.card import ClassInfo, ClickEncoding, InputSpec, ModelCard, Normalization, Tiling
+from ..model.bundle import ModelBundle, load_bundle, save_bundle
+from ..model.card import ModelCard
 from ..model.network import bfloat16_if_supported, build_network
 from ..predict.evaluation import LABEL_NODATA, Scores, predict_in_memory, read_labels, score
 from ..predict.inference import Predictor
 from ..progress import Monitor
 from ..system.runtime import describe_device, resolve_device
+from .crops import CropSampler, LabelledImage
+from .training_config import TrainingConfig
 
 CHECKPOINT = "checkpoint.pt"
-
-
-@dataclass
-class TrainingConfig:
-    name: str
-    classes: list[tuple[str, str]]  # (name, #rrggbb), in index order
-    train: list[tuple[str, str]]  # (image, labels) raster pairs
-    validation: list[tuple[str, str]] = field(default_factory=list)
-    class_map: dict[int, int] | None = None  # label value → class index (others ignored)
-    description: str = ""
-    training_data: str = ""
-    licence: str = ""
-    gsd_m: float | None = None
-    architecture: str = "Linknet"
-    encoder: str = "resnet34"
-    bands: list[int] = field(default_factory=lambda: [1, 2, 3])
-    mean: list[float] = field(default_factory=lambda: [0.5, 0.5, 0.5])
-    std: list[float] = field(default_factory=lambda: [0.25, 0.25, 0.25])
-    crop: int = 256
-    batch_size: int = 8
-    steps: int = 12000
-    learning_rate: float = 1e-3
-    weight_decay: float = 1e-4
-    warmup_steps: int = 300
-    click_probability: float = 0.5  # share of crops that get simulated clicks (DIAL)
-    max_clicks: int = 20
-    click_radius: int = 10
-    scale_range: tuple[float, float] = (0.75, 1.33)
-    colour_jitter: float = 0.15
-    dice_weight: float = 1.0
-    validate_every: int = 1000
-    checkpoint_every: int = 250
-    seed: int = 0
-    precision: str = "auto"  # auto | bf16 | fp32
-    initialise_from: str | None = None  # a bundle whose weights start this run (transfer learning)
-
-    @classmethod
-    def load(cls, path: str | Path) -> TrainingConfig:
-        path = Path(path)
-        try:
-            data = json.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise UserError(f"training config not found: {path}") from None
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"{path} is not valid JSON: {exc}") from None
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise UserError(f"{path}: unknown setting(s) {', '.join(unknown)}")
-        try:
-            config = cls(**data)
-        except TypeError as exc:
-            raise UserError(f"{path}: {exc}") from None
-        config.classes = [tuple(c) for c in config.classes]  # type: ignore[misc]
-        config.train = [tuple(p) for p in config.train]  # type: ignore[misc]
-        config.validation = [tuple(p) for p in config.validation]  # type: ignore[misc]
-        config.scale_range = tuple(config.scale_range)  # type: ignore[assignment]
-        if config.class_map is not None:
-            config.class_map = {int(k): int(v) for k, v in config.class_map.items()}
-        config.check()
-        return config
-
-    def check(self) -> None:
-        if len(self.classes) < 2:
-            raise UserError("a model needs at least two classes")
-        if not self.train:
-            raise UserError("no training rasters ('train' is empty)")
-        for image, labels in [*self.train, *self.validation]:
-            for path in (image, labels):
-                if not Path(path).is_file():
-                    raise UserError(f"training data not found: {path}")
-        if self.crop % 32 or self.crop < 64:
-            raise UserError(f"crop must be a multiple of 32, at least 64 (not {self.crop})")
-        if self.precision not in ("auto", "bf16", "fp32"):
-            raise UserError("precision must be auto, bf16 or fp32")
-        if self.initialise_from is not None and not (Path(self.initialise_from) / CARD_FILE).is_file():
-            raise UserError(f"initialise_from: no model bundle at {self.initialise_from}")
-
-    def card(self) -> ModelCard:
-        n = len(self.bands)
-        return ModelCard(
-            name=self.name,
-            description=self.description,
-            classes=tuple(ClassInfo(i, name, colour) for i, (name, colour) in enumerate(self.classes)),
-            architecture=self.architecture,
-            encoder=self.encoder,
-            input=InputSpec(
-                bands=tuple(self.bands),
-                band_names=tuple(("red", "green", "blue")[:n])
-                if n <= 3
-                else tuple(f"band {b}" for b in self.bands),
-                dtype="uint8",
-                gsd_m=self.gsd_m,
-                normalization=Normalization(
-                    method="fixed",
-                    min=(0.0,) * n,
-                    max=(255.0,) * n,
-                    mean=tuple(self.mean),
-                    std=tuple(self.std),
-                ),
-            ),
-            clicks=ClickEncoding(enabled=True, radius=self.click_radius),
-            tiling=Tiling(512, 128),
-        )
-
-
-@dataclass
-class LabelledImage:
-    """A training raster held in memory: bands × H × W uint8 and labels H × W (255 = ignore)."""
-
-    image: np.ndarray
-    labels: np.ndarray
-    name: str
-
-    @classmethod
-    def load(
-        cls, image: str, labels: str, bands: Sequence[int], class_map: dict[int, int] | None
-    ) -> LabelledImage:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", NotGeoreferencedWarning)
-            with rasterio.open(image) as dataset:
-                if dataset.dtypes[0] != "uint8":
-                    raise UserError(f"{image}: training expects uint8 imagery, not {dataset.dtypes[0]}")
-                pixels = dataset.read(list(bands))
-                valid = np.all(dataset.read_masks(list(bands)) > 0, axis=0)
-        truth = read_labels(labels, class_map)
-        if truth.shape != valid.shape:
-            raise UserError(f"{labels} and {image} are not on the same grid")
-        truth[~valid] = LABEL_NODATA
-        return cls(pixels, truth, Path(image).name)
-
-
-def colour_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) -> np.ndarray:
-    """Brightness, contrast, per-band gain and gamma on an image in [0, 1] (bands × h × w): other
-    sensors, seasons, exposures. ``strength`` 0 returns the image unchanged."""
-    j = strength  # short, for the formulas below
-    if j <= 0:
-        return image
-    image = image * rng.uniform(1 - j, 1 + j) * rng.uniform(1 - j / 3, 1 + j / 3, (image.shape[0], 1, 1))
-    mean = image.mean()
-    image = (image - mean) * rng.uniform(1 - j, 1 + j) + mean
-    image = np.clip(image, 0.0, 1.0) ** rng.uniform(1 - j, 1 + j)
-    return image.astype(np.float32)
-
-
-class CropSampler:
-    """Random augmented crops (image normalised, labels) and simulated clicks."""
-
-    def __init__(self, images: Sequence[LabelledImage], config: TrainingConfig, rng: np.random.Generator):
-        self.images, self.config, self.rng = images, config, rng
-        weights = np.array([(i.labels != LABEL_NODATA).sum() for i in images], dtype=np.float64)
-        self.weights = weights / weights.sum()
-        self.mean = np.asarray(config.mean, dtype=np.float32)[:, None, None]
-        self.std = np.asarray(config.std, dtype=np.float32)[:, None, None]
-
-    def crop(self) -> tuple[np.ndarray, np.ndarray]:
-        config, rng = self.config, self.rng
-        for _ in range(20):
-            source = self.images[rng.choice(len(self.images), p=self.weights)]
-            height, width = source.labels.shape
-            scale = math.exp(rng.uniform(math.log(config.scale_range[0]), math.log(config.scale_range[1])))
-            side = min(round(config.crop * scale), height, width)
-            row, col = rng.integers(0, height - side + 1), rng.integers(0, width - side + 1)
-            labels = source.labels[row : row + side, col : col + side]
-            if (labels != LABEL_NODATA).mean() >= 0.5:
-                break
-        image = torch.from_numpy(
-            source.image[:, row : row + side, col : col + side].astype(np.float32) / 255.0
-        )
-        target = torch.from_numpy(labels.astype(np.int64))
-        if side != config.crop:
-            image = F.interpolate(
-                image[None],
-                size=(config.crop, config.crop),
-                mode="bilinear",
-                align_corners=False,
-                antialias=side > config.crop,
-            )[0]
-            target = F.interpolate(
-                target[None, None].float(), size=(config.crop, config.crop), mode="nearest"
-            )[0, 0].long()
-        turns = int(rng.integers(0, 4))
-        image, target = torch.rot90(image, turns, (1, 2)), torch.rot90(target, turns, (0, 1))
-        if rng.random() < 0.5:
-            image, target = image.flip(2), target.flip(1)
-        image = colour_jitter(image.numpy(), config.colour_jitter, rng)
-        return (image - self.mean) / self.std, target.numpy().astype(np.uint8)
-
-    def clicks(self, labels: np.ndarray) -> list[Click]:
-        """Ground-truth points at random (DIAL's click pre-training), on a share of the crops."""
-        config, rng = self.config, self.rng
-        if rng.random() >= config.click_probability:
-            return []
-        rows, cols = np.nonzero(labels != LABEL_NODATA)
-        if rows.size == 0:
-            return []
-        picks = rng.choice(
-            rows.size, size=min(int(rng.integers(1, config.max_clicks + 1)), rows.size), replace=False
-        )
-        return [Click(int(rows[i]), int(cols[i]), int(labels[rows[i], cols[i]])) for i in picks]
-
-    def batch(self, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
-        inputs, targets = [], []
-        size = self.config.crop
-        for _ in range(self.config.batch_size):
-            image, labels = self.crop()
-            channels = encode_clicks(
-                self.clicks(labels), 0, 0, size, size, n_classes, self.config.click_radius
-            )
-            inputs.append(np.concatenate([image, channels]))
-            targets.append(labels)
-        x = torch.from_numpy(np.stack(inputs)).contiguous(memory_format=torch.channels_last)
-        return x, torch.from_numpy(np.stack(targets).astype(np.int64))
 
 
 def learning_rate_factor(step: int, config: TrainingConfig) -> float:

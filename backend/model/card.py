@@ -92,7 +92,7 @@ class ModelCard:
     weights_file: str = "model.safetensors"
     weights_dtype: str = "float16"
     weights_sha256: str = ""
-    confidnet_file: str = ""  # optional ConfidNet head (see backend/confidnet.py)
+    confidnet_file: str = ""  # optional ConfidNet head (see backend/learn/confidnet.py)
     confidnet_sha256: str = ""
     provenance: dict[str, Any] = field(default_factory=dict)
 
@@ -213,9 +213,38 @@ def _parse_card(data: dict[str, Any]) -> ModelCard:
             f"understands ({FORMAT_VERSION}); update the plugin"
         )
     arch = _require(data, "architecture")
+    tiling = data.get("tiling", {})
+    weights = data.get("weights", {})
+    confidnet = data.get("confidnet", {})
+    for key, name in (("weights.file", weights.get("file")), ("confidnet.file", confidnet.get("file"))):
+        _check_file_name(key, name)
+    mc_rate = float(data.get("mc_dropout", {}).get("rate", 0.1))
+    if not 0.0 <= mc_rate < 1.0:
+        raise UserError(f"'mc_dropout.rate' must be in [0, 1), not {mc_rate}")
+    return ModelCard(
+        name=str(_require(data, "name")),
+        version=str(data.get("version", "0.1.0")),
+        description=str(data.get("description", "")),
+        architecture=str(_require(arch, "name")),
+        encoder=str(_require(arch, "encoder")),
+        architecture_kwargs=dict(arch.get("kwargs", {})),
+        classes=_parse_classes(_require(data, "classes")),
+        input=_parse_input(data.get("input", {})),
+        clicks=_parse_clicks(data.get("clicks", {})),
+        tiling=Tiling(int(tiling.get("tile_size", 512)), int(tiling.get("overlap", 128))),
+        mc_dropout_rate=mc_rate,
+        weights_file=str(weights.get("file", "model.safetensors")),
+        weights_dtype=str(weights.get("dtype", "float16")),
+        weights_sha256=str(weights.get("sha256", "")),
+        confidnet_file=str(confidnet.get("file", "")),
+        confidnet_sha256=str(confidnet.get("sha256", "")),
+        provenance=dict(data.get("provenance", {})),
+    )
+
+
+def _parse_classes(entries: Any) -> tuple[ClassInfo, ...]:
     classes = tuple(
-        ClassInfo(int(c["index"]), str(c["name"]), str(c.get("color", "#808080")))
-        for c in _require(data, "classes")
+        ClassInfo(int(c["index"]), str(c["name"]), str(c.get("color", "#808080"))) for c in entries
     )
     if not classes:
         raise UserError("'classes' is empty")
@@ -226,8 +255,10 @@ def _parse_card(data: dict[str, Any]) -> ModelCard:
             raise UserError(f"class '{c.name}' colour '{c.color}' is not #rrggbb")
     if len(classes) > 254:
         raise UserError("at most 254 classes fit a uint8 class map with nodata 255")
+    return classes
 
-    inp = data.get("input", {})
+
+def _parse_input(inp: dict[str, Any]) -> InputSpec:
     norm = inp.get("normalization", {})
     bands = tuple(int(b) for b in inp.get("bands", (1, 2, 3)))
     if not bands or min(bands) < 1:
@@ -252,48 +283,24 @@ def _parse_card(data: dict[str, Any]) -> ModelCard:
     if normalization.method not in NORMALIZATION_METHODS:
         raise UserError(f"normalization method must be one of {', '.join(NORMALIZATION_METHODS)}")
     _check_normalization(normalization)
-    input_spec = InputSpec(
+    gsd = inp.get("gsd_m")
+    if gsd is not None and not (isinstance(gsd, int | float) and math.isfinite(gsd) and gsd > 0):
+        raise UserError(f"'input.gsd_m' must be a positive number of metres, not {gsd!r}")
+    return InputSpec(
         bands=bands,
         band_names=tuple(inp.get("band_names", [f"band {b}" for b in bands])),
         dtype=str(inp.get("dtype", "uint8")),
-        gsd_m=inp.get("gsd_m"),
+        gsd_m=gsd,
         normalization=normalization,
     )
-    clicks = data.get("clicks", {})
-    click_encoding = ClickEncoding(
+
+
+def _parse_clicks(clicks: dict[str, Any]) -> ClickEncoding:
+    encoding = ClickEncoding(
         enabled=bool(clicks.get("enabled", True)),
         encoding=str(clicks.get("encoding", "distance_transform")),
         radius=int(clicks.get("radius", 10)),
     )
-    if click_encoding.encoding != "distance_transform" or click_encoding.radius < 1:
+    if encoding.encoding != "distance_transform" or encoding.radius < 1:
         raise UserError("clicks: only 'distance_transform' with radius ≥ 1 is supported")
-    tiling = data.get("tiling", {})
-    weights = data.get("weights", {})
-    confidnet = data.get("confidnet", {})
-    for key, name in (("weights.file", weights.get("file")), ("confidnet.file", confidnet.get("file"))):
-        _check_file_name(key, name)
-    mc_rate = float(data.get("mc_dropout", {}).get("rate", 0.1))
-    if not 0.0 <= mc_rate < 1.0:
-        raise UserError(f"'mc_dropout.rate' must be in [0, 1), not {mc_rate}")
-    gsd = inp.get("gsd_m")
-    if gsd is not None and not (isinstance(gsd, int | float) and math.isfinite(gsd) and gsd > 0):
-        raise UserError(f"'input.gsd_m' must be a positive number of metres, not {gsd!r}")
-    return ModelCard(
-        name=str(_require(data, "name")),
-        version=str(data.get("version", "0.1.0")),
-        description=str(data.get("description", "")),
-        architecture=str(_require(arch, "name")),
-        encoder=str(_require(arch, "encoder")),
-        architecture_kwargs=dict(arch.get("kwargs", {})),
-        classes=classes,
-        input=input_spec,
-        clicks=click_encoding,
-        tiling=Tiling(int(tiling.get("tile_size", 512)), int(tiling.get("overlap", 128))),
-        mc_dropout_rate=mc_rate,
-        weights_file=str(weights.get("file", "model.safetensors")),
-        weights_dtype=str(weights.get("dtype", "float16")),
-        weights_sha256=str(weights.get("sha256", "")),
-        confidnet_file=str(confidnet.get("file", "")),
-        confidnet_sha256=str(confidnet.get("sha256", "")),
-        provenance=dict(data.get("provenance", {})),
-    )
+    return encoding

@@ -236,7 +236,7 @@ class Predictor:
         weights = torch.from_numpy(grid.weights).to(self.device)
         # One tile high, sliding down; rows past a small raster's edge are never written.
         strip = Accumulator(0, 0, self.tile, info.width, self.channels, self.device)
-        done, started = 0, time.perf_counter()
+        done, batches, measured_from = 0, 0, 0.0
         rows = grid.rows()
         for k, row_tiles in enumerate(rows):
             strip.shift_up(row_tiles[0].row - strip.row0)
@@ -247,8 +247,11 @@ class Predictor:
                     strip.add(tile, values, weights, valid)
                     if cache is not None:
                         cache.store(tile.index, values.cpu().numpy())
-                if done == 0:
-                    _announce_duration(monitor, time.perf_counter() - started, len(tiles), len(grid))
+                batches += 1
+                if batches == 1:  # the first batch warms up (allocations, kernels): time the second
+                    measured_from = time.perf_counter()
+                elif batches == 2:
+                    _announce_duration(monitor, time.perf_counter() - measured_from, len(tiles), len(grid))
                 done += len(tiles)
                 monitor.report(done / len(grid), f"tile {done}/{len(grid)}")
             finished = (rows[k + 1][0].row if k + 1 < len(rows) else info.height) - strip.row0
@@ -311,13 +314,14 @@ class Predictor:
 
 
 def _announce_duration(monitor: Monitor, seconds: float, measured: int, total: int) -> None:
-    """After the first batch: how long the whole raster will take, when that is over a minute."""
+    """Early in a run: how long the whole raster will take, when that is over a minute."""
     projected = seconds / measured * total
     if projected >= LONG_RUN_SECONDS:
         hours, minutes = divmod(round(projected / 60), 60)
         span = f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
         monitor.notice(
-            f"about {span} for {total} tiles ({seconds / measured:.2f} s per tile on the first batch); "
+            f"about {span} for {total} tiles ({seconds / measured:.2f} s per tile, measured on the second "
+            "batch); "
             "it can be cancelled, and leaves nothing half-written"
         )
 

@@ -7,7 +7,6 @@ then recomputes only the tiles those clicks touch.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import shutil
 import time
@@ -35,24 +34,15 @@ from ..io.outputs import (
     write_patches,
 )
 from ..io.raster import RasterSource
-from ..io.tiling import Tile, TileGrid, check_tiling, patch_grid, tile_offsets
+from ..io.tiling import Tile, TileGrid, patch_grid
 from ..model.bundle import ModelBundle, load_bundle
 from ..progress import Monitor
-from ..system.diskspace import disk_full_error, free_bytes, is_disk_full, megabytes, require_space
+from ..system.diskspace import disk_full_error, is_disk_full
 from ..system.runtime import Timings, describe_device, peak_rss_mb
 from .inference import PatchScores, Predictor
+from .planning import MAIN_FILES, RunPlan
+from .reuse import CACHE_DIR, cache_key, reusable_cache
 from .uncertainty import ACQUISITIONS, Acquisition
-
-CACHE_DIR = ".sial-cache"
-"""The per-tile cache inside the output folder: a name this program owns (it never touches a
-``.cache`` the user or another tool keeps there)."""
-MAIN_FILES = (CLASSES_FILE, UNCERTAINTY_FILE, PATCHES_FILE)
-MAP_BYTES_PER_PIXEL = 4.5
-"""Disk use of the class map and the uncertainty heatmap per pixel, with their overviews: deflate
-barely compresses float32 uncertainty (4.34 bytes per pixel in all on Dubai tile 2, 3.6 on
-random pixels; 6.7 uncompressed), so this is a little above what real imagery takes."""
-ANNOUNCE_TILES = 64
-"""Runs with at least this many tiles state their size, and later their estimated time, first."""
 
 
 @dataclass
@@ -131,62 +121,29 @@ def _predict(
     with timings.stage("read_clicks"):
         clicks, outside = _clicks(params, source, card, notices)
     acquisition = Acquisition(params.acquisition, mc_passes=params.mc_passes, mc_rate=card.mc_dropout_rate)
+    owns = params.bundle is None  # a model only for predicting: its BatchNorms may be folded
     predictor = Predictor(
-        bundle,
-        params.device,
-        acquisition,
-        params.tile,
-        params.overlap,
-        params.batch_size,
-        owns_network=params.bundle is None,
+        bundle, params.device, acquisition, params.tile, params.overlap, params.batch_size, owns_network=owns
     )
-    check_tiling(predictor.tile, predictor.overlap)
-    tiles = len(tile_offsets(info.height, predictor.tile, predictor.overlap)) * len(
-        tile_offsets(info.width, predictor.tile, predictor.overlap)
-    )
-    cache_bytes = tiles * predictor.channels * predictor.tile**2 * 4 if params.cache else 0
-    may_update = params.cache and (Path(params.out_dir) / RUN_FILE).is_file()
-    if not may_update:  # before anything the size of the raster is built
-        _check_space(params, info, tiles, predictor, cache_bytes, monitor)
+    plan = RunPlan.of(
+        Path(params.out_dir), info, predictor.tile, predictor.overlap, predictor.channels,
+        predictor.device.type, params.cache,
+    )  # fmt: skip
+    if not plan.may_update:  # before anything the size of the raster is built
+        plan.check_full_run(monitor)
     grid = TileGrid(info.width, info.height, predictor.tile, predictor.overlap)
     patch_size = params.patch_size or predictor.tile
     scores = PatchScores(patch_grid(info.width, info.height, patch_size), patch_size, info.width)
-    cache_dir = Path(params.out_dir) / CACHE_DIR
-    key = _cache_key(params, bundle, source, predictor, patch_size)
+    key = cache_key(params, bundle, source, predictor, patch_size)
     if predictor.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(predictor.device)
-    staging = OutputStaging(params.out_dir)
-    created_cache, mode = False, "full"
+    job = _Job(
+        params, predictor, source, clicks, grid, scores, OutputStaging(params.out_dir), monitor, timings
+    )
     try:
-        cache, touched = _reusable_cache(params, cache_dir, key, clicks, grid, card.clicks.radius)
-        if cache is not None and touched is not None:
-            mode = "region" if params.refresh_region else "incremental"
-            _check_space(params, info, tiles, predictor, None, monitor)
-            tiles_done = _incremental(
-                predictor, source, clicks, touched, cache, staging, scores, params, monitor, timings
-            )
-        else:
-            mode = "full"
-            if may_update:
-                _check_space(params, info, tiles, predictor, cache_bytes, monitor)
-            if params.cache:
-                cache = TileCache.create(cache_dir, len(grid), predictor.channels, predictor.tile, key)
-                created_cache = True
-            else:
-                tile_cache.discard(cache_dir)  # it would no longer match the published maps
-            tiles_done = _full(
-                predictor, source, clicks, cache, staging, scores, card, monitor.scaled(0.0, 0.95), timings
-            )
+        mode, tiles_done, cache = _compute(job, plan, key)
         monitor.check()
-        with timings.stage("overviews"):
-            monitor.report(0.96, "building overviews")
-            tags = {"model": card.name, "acquisition": acquisition.name}
-            finish_maps(staging.path, card, tags, fixed_range=not acquisition.per_tile)
-        with timings.stage("patches"):
-            patch_scores = [
-                PatchScore(p, scores.score(p.index), scores.valid_fraction(p.index)) for p in scores.patches
-            ]
-            ranked = write_patches(staging.file(PATCHES_FILE), info, patch_scores, acquisition.name)
+        ranked = _finish(job, card, acquisition)
         timings.seconds["total"] = time.perf_counter() - started
         run = {
             "engine_version": __version__,
@@ -214,55 +171,97 @@ def _predict(
         }
         if predictor.device.type == "cuda":
             run["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(predictor.device) / 2**20, 1)
-        staging.publish(run)
+        job.staging.publish(run)
         if cache is not None:
             # After a region refresh the tiles come from two models: no model's cache any more.
-            cache_key = {**key, "model": "mixed"} if mode == "region" else None
-            cache.mark_ready(clicks_key(clicks), scores.as_json(), cache_key)
+            cache.mark_ready(
+                clicks_key(clicks), scores.as_json(), {**key, "model": "mixed"} if mode == "region" else None
+            )
     except BaseException as exc:
-        if created_cache or not tile_cache.is_ready(cache_dir):  # half-written: free their space
-            tile_cache.discard(cache_dir)
-        staging.abandon()
+        if job.created_cache or not tile_cache.is_ready(job.cache_dir):  # half-written: free the space
+            tile_cache.discard(job.cache_dir)
+        job.staging.abandon()
         if not isinstance(exc, UserError) and is_disk_full(exc):
             raise disk_full_error(Path(params.out_dir)) from None
         raise
     return run
 
 
-def _check_space(
-    params: PredictParameters,
-    info: Any,
-    tiles: int,
-    predictor: Predictor,
-    cache_bytes: int | None,
-    monitor: Monitor,
-) -> None:
-    """Refuse a run whose outputs cannot fit; announce a long one (tiles, device, output size).
+@dataclass
+class _Job:
+    """One prediction's parts, handed between its steps."""
 
-    ``cache_bytes`` is None for an update in place, which needs room for a copy of the maps.
-    """
-    out = Path(params.out_dir)
-    if cache_bytes is None:
-        previous = json.loads((out / RUN_FILE).read_text()).get("files", MAIN_FILES)
-        require_space(out, sum((out / n).stat().st_size for n in previous if (out / n).is_file()), "the maps")
-        return
-    maps = int(info.width * info.height * MAP_BYTES_PER_PIXEL)
-    old_cache = out / CACHE_DIR / tile_cache.TILES_FILE
-    reclaimed = old_cache.stat().st_size if old_cache.is_file() else 0
-    free = free_bytes(out) + reclaimed
-    if maps + cache_bytes > free:
-        cache_part = f" and the tile cache {megabytes(cache_bytes)}" if cache_bytes else ""
-        raise UserError(
-            f"not enough space in {out}: the maps need about {megabytes(maps)}{cache_part}, "
-            f"{megabytes(free)} free"
+    params: PredictParameters
+    predictor: Predictor
+    source: RasterSource
+    clicks: list[Click]
+    grid: TileGrid
+    scores: PatchScores
+    staging: OutputStaging
+    monitor: Monitor
+    timings: Timings
+    created_cache: bool = False
+
+    @property
+    def cache_dir(self) -> Path:
+        return Path(self.params.out_dir) / CACHE_DIR
+
+
+def _compute(job: _Job, plan: RunPlan, key: dict[str, Any]) -> tuple[str, int, TileCache | None]:
+    """The maps, staged: an update in place of an earlier cached run where it can be, else a
+    whole-raster run. Returns the mode, the tiles computed and the cache (if any)."""
+    params, predictor = job.params, job.predictor
+    radius = predictor.card.clicks.radius
+    cache, touched = reusable_cache(params, job.cache_dir, key, job.clicks, job.grid, radius)
+    if cache is not None and touched is not None:
+        plan.check_update()
+        tiles = _incremental(
+            predictor,
+            job.source,
+            job.clicks,
+            touched,
+            cache,
+            job.staging,
+            job.scores,
+            params,
+            job.monitor,
+            job.timings,
         )
-    if tiles >= ANNOUNCE_TILES:
-        cache_part = f" + {megabytes(cache_bytes)} tile cache" if cache_bytes else ""
-        monitor.notice(
-            f"{info.width} × {info.height} px: {tiles} tiles of {predictor.tile} px on "
-            f"{predictor.device.type}; outputs about {megabytes(maps)}{cache_part} in {out} "
-            f"({megabytes(free)} free)"
-        )
+        return ("region" if params.refresh_region else "incremental"), tiles, cache
+    if plan.may_update:
+        plan.check_full_run(job.monitor)
+    if params.cache:
+        cache = TileCache.create(job.cache_dir, len(job.grid), predictor.channels, predictor.tile, key)
+        job.created_cache = True
+    else:
+        tile_cache.discard(job.cache_dir)  # it would no longer match the published maps
+    monitor = job.monitor.scaled(0.0, 0.95)
+    tiles = _full(
+        predictor,
+        job.source,
+        job.clicks,
+        cache,
+        job.staging,
+        job.scores,
+        predictor.card,
+        monitor,
+        job.timings,
+    )
+    return "full", tiles, cache
+
+
+def _finish(job: _Job, card: Any, acquisition: Acquisition) -> int:
+    """Overviews, styles and the ranked patches in the staging folder; returns how many patches."""
+    with job.timings.stage("overviews"):
+        job.monitor.report(0.96, "building overviews")
+        tags = {"model": card.name, "acquisition": acquisition.name}
+        finish_maps(job.staging.path, card, tags, fixed_range=not acquisition.per_tile)
+    with job.timings.stage("patches"):
+        scores = job.scores
+        patch_scores = [
+            PatchScore(p, scores.score(p.index), scores.valid_fraction(p.index)) for p in scores.patches
+        ]
+        return write_patches(job.staging.file(PATCHES_FILE), job.source.info, patch_scores, acquisition.name)
 
 
 def _load(model_dir: Path | None) -> ModelBundle:
@@ -289,57 +288,6 @@ def _clicks(
             raise UserError(f"{message}{hint}; check the clicks' CRS or pass --skip-outside-clicks")
         notices.append(message + " — skipped")
     return loaded.clicks, loaded.outside
-
-
-def _cache_key(
-    params: PredictParameters,
-    bundle: ModelBundle,
-    source: RasterSource,
-    predictor: Predictor,
-    patch_size: int,
-) -> dict[str, Any]:
-    stat = Path(params.raster).stat()
-    return {
-        "raster": str(Path(params.raster).resolve()),
-        "raster_size": stat.st_size,
-        "raster_mtime_ns": stat.st_mtime_ns,
-        "model": params.model_key or bundle.card.weights_sha256 or bundle.card.name,
-        "tile": predictor.tile,
-        "overlap": predictor.overlap,
-        "patch_size": patch_size,
-        "acquisition": dataclasses.asdict(predictor.acquisition),
-        "device": predictor.device.type,
-        "normalization": source.scaling.description,
-        "engine": __version__,
-    }
-
-
-def _reusable_cache(
-    params: PredictParameters,
-    cache_dir: Path,
-    key: dict[str, Any],
-    clicks: list[Click],
-    grid: TileGrid,
-    radius: int,
-) -> tuple[TileCache | None, list[Tile] | None]:
-    """The cache and the tiles to recompute, when the previous run can be updated in place."""
-    if not params.cache:
-        return None, None
-    out = Path(params.out_dir)
-    if not all((out / name).is_file() for name in (*MAIN_FILES, RUN_FILE)):
-        return None, None
-    region = params.refresh_region
-    cache = TileCache.open(cache_dir, key, ignore=("model",) if region else ())
-    if cache is None:
-        return None, None
-    previous = {tuple(c) for c in cache.meta()["clicks"]}
-    changed = previous.symmetric_difference(clicks_key(clicks))
-    touched = {t.index for row, col, _ in changed for t in grid.tiles_within_distance(row, col, radius)}
-    if region is not None:
-        touched |= {t.index for t in grid.tiles_intersecting(*region)}
-    if len(touched) >= len(grid) and region is None:
-        return None, None
-    return cache, [grid.tiles[i] for i in sorted(touched)]
 
 
 def _full(

@@ -36,7 +36,7 @@ from ..io.raster import RasterSource
 from ..io.tiling import Patch, TileGrid, patch_grid
 from ..learn.disca import Disca, DiscaSettings, anchor_from
 from ..model.bundle import ModelBundle, load_bundle
-from ..predict.evaluation import ArrayMaps, read_labels, score
+from ..predict.evaluation import ArrayMaps, Scores, read_labels, score
 from ..predict.inference import PatchScores, Predictor
 from ..predict.uncertainty import Acquisition
 from ..progress import Monitor
@@ -119,14 +119,7 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
     if params.mode == "disca":
         bundle = replace(bundle, network=copy.deepcopy(bundle.network))  # keeps the ConfidNet head
     card = bundle.card
-    names = [c.name for c in card.classes]
     truth = read_labels(params.labels, params.class_map)
-    acquisition = Acquisition(
-        "entropy" if params.order == "random" else params.order, mc_rate=card.mc_dropout_rate
-    )
-    anchor = anchor_from(copy.deepcopy(bundle.network)) if params.mode == "disca" else None
-    predictor = Predictor(bundle, params.device, acquisition, owns_network=params.mode == "ac")
-    disca = Disca(bundle.network, card, anchor, predictor.device, params.disca) if anchor else None
     with RasterSource(params.raster, card.input) as source, tempfile.TemporaryDirectory() as scratch:
         info = source.info
         if truth.shape != (info.height, info.width):
@@ -134,62 +127,16 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
                 f"labels {params.labels} are {truth.shape[1]} × {truth.shape[0]} px but the raster is "
                 f"{info.width} × {info.height}: they must share the grid"
             )
-        grid = TileGrid(info.width, info.height, predictor.tile, predictor.overlap)
-        patches = patch_grid(info.width, info.height, params.patch_size)
-        cache = TileCache.create(Path(scratch) / "cache", len(grid), predictor.channels, predictor.tile, {})
-
-        def predict_all(clicks: list[Click]) -> tuple[ArrayMaps, PatchScores]:
-            maps = ArrayMaps(info.height, info.width)
-            scores = PatchScores(patches, params.patch_size, info.width)
-            # The per-tile cache serves AC's incremental updates; DISCA re-predicts everything.
-            predictor.predict_raster(source, clicks, maps, scores, cache if disca is None else None)  # type: ignore[arg-type]
-            return maps, scores
-
+        run = _Annotation(params, bundle, source, truth, Path(scratch))
         monitor.report(0.0, "initial prediction")
         t0 = time.perf_counter()
-        maps, scores = predict_all([])
+        run.predict_all()
         initial_seconds = time.perf_counter() - t0
-        initial = score(maps.classes, truth, names)
-        queue = PatchQueue(patches, params.order, params.seed)
-        clicks: list[Click] = []
-        steps: list[dict[str, Any]] = []
-        visits_without_click = 0
-        while len(clicks) < params.clicks:
-            monitor.check()
-            patch = queue.next(scores)
-            if patch is None or visits_without_click > len(patches):
-                break  # nothing left to correct
-            click = dial_click(maps.classes, truth, patch)
-            if click is None:
-                visits_without_click += 1
-                continue
-            visits_without_click = 0
-            clicks.append(click)
-            step_started = time.perf_counter()
-            retrain_seconds = None
-            if disca is None:
-                touched = grid.tiles_within_distance(click.row, click.col, card.clicks.radius)
-                predictor.update_tiles(source, clicks, touched, cache, maps, scores)  # type: ignore[arg-type]
-            else:
-                retrain_seconds = disca.retrain(source, clicks).seconds
-                maps, scores = predict_all(clicks)
-            seconds = time.perf_counter() - step_started
-            current = score(maps.classes, truth, names)
-            steps.append({
-                "clicks": len(clicks),
-                "miou": round(current.miou, 3),
-                "per_class_iou": current.per_class(),
-                "seconds": round(seconds, 3),
-                "retrain_seconds": None if retrain_seconds is None else round(retrain_seconds, 3),
-                "patch": patch.index,
-                "click": [click.row, click.col, click.class_id],
-            })  # fmt: skip
-            monitor.report(
-                len(clicks) / params.clicks, f"click {len(clicks)}/{params.clicks}: mIoU {current.miou:.2f}"
-            )
-        final = score(maps.classes, truth, names) if steps else initial
+        initial = run.score()
+        steps = _click_loop(run, params, monitor)
+        final = run.score() if steps else initial
         claim(params.out_dir, BENCHMARK_OUTPUTS)
-        write_maps(params.out_dir, info, card, maps)
+        write_maps(params.out_dir, info, card, run.maps)
     result = {
         "initial_miou": round(initial.miou, 3),
         "final_miou": round(final.miou, 3),
@@ -205,16 +152,104 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
         "patch_size": params.patch_size,
         "seed": params.seed,
         "disca": asdict(params.disca) if params.mode == "disca" else None,
-        "device": describe_device(predictor.device),
+        "device": describe_device(run.predictor.device),
         "initial_prediction_seconds": round(initial_seconds, 3),
         "seconds_per_click": round(float(np.mean([s["seconds"] for s in steps])), 3) if steps else None,
         "total_seconds": round(time.perf_counter() - started, 1),
         "engine_version": __version__,
     }
     (params.out_dir / BENCHMARK_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    write_clicks(params.out_dir / "clicks.gpkg", clicks, info, card)
+    write_clicks(params.out_dir / "clicks.gpkg", run.clicks, info, card)
     plot_runs([result], params.out_dir / PLOT_FILE)
     return result
+
+
+class _Annotation:
+    """The model, the raster, the truth and the clicks so far, with the maps they give."""
+
+    def __init__(
+        self,
+        params: BenchmarkParameters,
+        bundle: ModelBundle,
+        source: RasterSource,
+        truth: np.ndarray,
+        scratch: Path,
+    ):
+        card, info = bundle.card, source.info
+        self.card, self.source, self.truth = card, source, truth
+        self.names = [c.name for c in card.classes]
+        order = "entropy" if params.order == "random" else params.order
+        acquisition = Acquisition(order, mc_rate=card.mc_dropout_rate)
+        anchor = anchor_from(copy.deepcopy(bundle.network)) if params.mode == "disca" else None
+        self.predictor = Predictor(bundle, params.device, acquisition, owns_network=params.mode == "ac")
+        self.disca = (
+            Disca(bundle.network, card, anchor, self.predictor.device, params.disca) if anchor else None
+        )
+        self.grid = TileGrid(info.width, info.height, self.predictor.tile, self.predictor.overlap)
+        self.patches = patch_grid(info.width, info.height, params.patch_size)
+        self.patch_size = params.patch_size
+        self.cache = TileCache.create(
+            scratch / "cache", len(self.grid), self.predictor.channels, self.predictor.tile, {}
+        )
+        self.clicks: list[Click] = []
+        self.maps, self.scores = ArrayMaps(info.height, info.width), None
+
+    def predict_all(self) -> None:
+        info = self.source.info
+        self.maps = ArrayMaps(info.height, info.width)
+        self.scores = PatchScores(self.patches, self.patch_size, info.width)
+        # The per-tile cache serves AC's incremental updates; DISCA re-predicts everything.
+        cache = self.cache if self.disca is None else None
+        self.predictor.predict_raster(self.source, self.clicks, self.maps, self.scores, cache)  # type: ignore[arg-type]
+
+    def add(self, click: Click) -> float | None:
+        """The maps after one more click: AC updates the tiles it touches, DISCA retrains and
+        predicts everything. Returns DISCA's training seconds (None for AC)."""
+        self.clicks.append(click)
+        if self.disca is None:
+            touched = self.grid.tiles_within_distance(click.row, click.col, self.card.clicks.radius)
+            self.predictor.update_tiles(self.source, self.clicks, touched, self.cache, self.maps, self.scores)  # type: ignore[arg-type]
+            return None
+        seconds = self.disca.retrain(self.source, self.clicks).seconds
+        self.predict_all()
+        return seconds
+
+    def score(self) -> Scores:
+        return score(self.maps.classes, self.truth, self.names)
+
+
+def _click_loop(run: _Annotation, params: BenchmarkParameters, monitor: Monitor) -> list[dict[str, Any]]:
+    """DIAL's annotator: one click per visited patch, in the order asked for, at the centre of the
+    patch's largest error, until the budget is spent or nothing is left to correct."""
+    queue = PatchQueue(run.patches, params.order, params.seed)
+    steps: list[dict[str, Any]] = []
+    visits_without_click = 0
+    while len(run.clicks) < params.clicks:
+        monitor.check()
+        patch = queue.next(run.scores)
+        if patch is None or visits_without_click > len(run.patches):
+            break  # nothing left to correct
+        click = dial_click(run.maps.classes, run.truth, patch)
+        if click is None:
+            visits_without_click += 1
+            continue
+        visits_without_click = 0
+        step_started = time.perf_counter()
+        retrain_seconds = run.add(click)
+        seconds = time.perf_counter() - step_started
+        current = run.score()
+        steps.append({
+            "clicks": len(run.clicks),
+            "miou": round(current.miou, 3),
+            "per_class_iou": current.per_class(),
+            "seconds": round(seconds, 3),
+            "retrain_seconds": None if retrain_seconds is None else round(retrain_seconds, 3),
+            "patch": patch.index,
+            "click": [click.row, click.col, click.class_id],
+        })  # fmt: skip
+        n = len(run.clicks)
+        monitor.report(n / params.clicks, f"click {n}/{params.clicks}: mIoU {current.miou:.2f}")
+    return steps
 
 
 def write_maps(directory: Path, info: Any, card: Any, maps: ArrayMaps) -> None:

@@ -14,9 +14,7 @@ each iteration:
    then carrying on, or from scratch every iteration);
 4. the validation rasters are predicted: mIoU, and the fraction of pixels clicked so far;
 5. optionally (``adjust_prior`` in the training settings) the network is corrected for its labels'
-   class shares (:mod:`.prior_shift`) and scored with and without the correction;
-6. optionally (``self_training``) the network predicts the training rasters, and a fresh one
-   trains on the labels plus the pixels it was confident about (pseudo-labels), then is scored.
+   class shares (:mod:`backend.learn.prior_shift`) and scored with and without the correction.
 
 The dense reference is the same network trained on every pixel of the same rasters (a bundle
 such as models/dubai-landcover), measured the same way. That bundle had its own, larger training
@@ -38,9 +36,9 @@ from ..errors import UserError
 from ..io.clicks import Click
 from ..io.raster import MemoryRasterSource, RasterSource
 from ..io.tiling import patch_grid
-from ..learn.sparse_training import IGNORE, SparseSettings, SparseTrainer, confident_pseudo_labels
+from ..learn.sparse_training import SparseSettings, SparseTrainer
 from ..learn.superpixels import ExpansionSettings, SparseLabels, SuperpixelCache, expand_clicks, label_quality
-from ..learn.training import TrainingConfig
+from ..learn.training_config import TrainingConfig
 from ..model.bundle import ModelBundle, create_bundle, load_bundle, save_bundle
 from ..model.card import ClickEncoding
 from ..predict.evaluation import LABEL_NODATA, Scores, predict_in_memory, read_labels, score
@@ -51,8 +49,8 @@ from ..system.runtime import resolve_device
 from .agents import sial_clicks
 
 FIRST_CLICKS = ("regions", "untrained")
-SIAL_FILE = "sial.json"
 """What the first iteration's annotator sees: no prediction at all, or the untrained network's."""
+SIAL_FILE = "sial.json"
 
 
 @dataclass
@@ -66,7 +64,6 @@ class SialParameters:
     first_clicks: str = "regions"  # what the first annotator sees: "regions" (no prediction) or "untrained"
     training: SparseSettings = field(default_factory=SparseSettings)
     expansion: ExpansionSettings | None = None
-    self_training: float | None = None  # confidence of the pseudo-labels a second fit adds (None: off)
     dense_labels: bool = False  # train on every labelled pixel instead of clicks: the equal-budget reference
     reference: Path | None = None  # a densely trained bundle of the same network
     device: str = "auto"
@@ -90,7 +87,7 @@ then cover the labelled pixels evenly, and each crop's other pixels come from th
 
 def dense_crop_centres(truth: np.ndarray, rng: np.random.Generator) -> SparseLabels:
     """Labelled pixels of ``truth``, drawn at random, for the trainer to centre crops on; the
-    trainer reads every other label of a crop from ``truth`` itself (its pseudo-label path), so
+    trainer reads every other label of a crop from ``truth`` itself (its dense targets), so
     the centres need not be every pixel (tens of millions, searched at every crop)."""
     labelled = np.flatnonzero(truth.ravel() != LABEL_NODATA)
     count = max(1, len(labelled) // DENSE_CENTRE_SPACING**2) if len(labelled) else 0
@@ -121,30 +118,6 @@ def _annotate(
     return len(clicks) - before
 
 
-def _pseudo_labels(
-    predictor: Predictor,
-    sources: list[MemoryRasterSource],
-    truths: list[np.ndarray],
-    threshold: float,
-    monitor: Monitor,
-) -> tuple[list[np.ndarray], dict[str, float]]:
-    """Each training raster's confident predictions (the predictor keeps its probabilities), and
-    how many and how wrong they are."""
-    pseudo, count, wrong, total = [], 0, 0, 0
-    for i, (source, truth) in enumerate(zip(sources, truths, strict=True)):
-        maps, _ = predict_in_memory(predictor, source)
-        pseudo.append(confident_pseudo_labels(maps.classes, maps.probabilities, threshold))
-        labelled, known = pseudo[-1] != IGNORE, truth != LABEL_NODATA
-        count, total = count + int(labelled.sum()), total + int(known.sum())
-        wrong += int((labelled & known & (pseudo[-1] != truth)).sum())
-        monitor.report((i + 1) / len(sources), f"pseudo-labels: {100 * count / total:.1f} % of the pixels")
-    quality = {
-        "pseudo_fraction_percent": round(100 * count / total, 2),
-        "pseudo_error_rate": round(wrong / count, 4) if count else None,
-    }
-    return pseudo, quality
-
-
 def _write(
     params: SialParameters,
     config: TrainingConfig,
@@ -167,7 +140,6 @@ def _write(
         "clicks_per_class": params.clicks_per_class,
         "from_scratch": params.from_scratch,
         "first_clicks": params.first_clicks,
-        "self_training": params.self_training,
         "dense_labels": params.dense_labels,
         "train_rasters": [Path(i).name for i, _ in config.train],
         "validation_rasters": [Path(i).name for i, _ in config.validation],
@@ -177,18 +149,119 @@ def _write(
     return result
 
 
-def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str, Any]:
-    monitor = monitor or Monitor()
+def _check(params: SialParameters) -> None:
     if params.first_clicks not in FIRST_CLICKS:
         choices = ", ".join(FIRST_CLICKS)
         raise UserError(f"the first clicks must be one of {choices}, not {params.first_clicks!r}")
-    extras = params.expansion or params.self_training is not None or params.training.adjust_prior
+    extras = params.expansion or params.training.adjust_prior
     if params.dense_labels and (params.iterations != 1 or extras):
         raise UserError(
             "dense labels are one fit on every labelled pixel: one iteration, without superpixel "
-            "expansion, self-training or the prior correction"
+            "expansion or the prior correction"
         )
     check_folder(params.out_dir, [SIAL_FILE])  # before hours of training, not after
+
+
+@dataclass
+class _Data:
+    """The training rasters (in memory: thousands of crops are read), their labels, and what the
+    annotator has clicked and the superpixels it has computed so far."""
+
+    sources: list[MemoryRasterSource]
+    truths: list[np.ndarray]
+    clicks: list[list[Click]]
+    superpixels: list[SuperpixelCache]
+
+    @property
+    def labelled(self) -> int:
+        return int(sum((t != LABEL_NODATA).sum() for t in self.truths))
+
+    def true_shares(self, n_classes: int) -> np.ndarray:
+        counts = [np.bincount(t[t != LABEL_NODATA], minlength=n_classes)[:n_classes] for t in self.truths]
+        return np.sum(counts, axis=0) / self.labelled
+
+
+def _labels(
+    params: SialParameters,
+    iteration: int,
+    bundle: ModelBundle,
+    device: Any,
+    data: _Data,
+    n_classes: int,
+    step: Monitor,
+) -> tuple[list[SparseLabels], list[dict[str, Any]]]:
+    """This iteration's labels per raster (the annotator's clicks, spread over their superpixels
+    when asked) and their quality against the truth."""
+    if params.dense_labels:  # no annotator: crops centred anywhere labelled, every label read
+        step.report(0.0, "every labelled pixel: drawing the training crops' centres")
+        rng = np.random.default_rng(params.seed)
+        return [dense_crop_centres(truth, rng) for truth in data.truths], []
+    step.report(0.0, f"iteration {iteration + 1}: the annotator looks at the predictions")
+    predictor = Predictor(bundle, device)
+    sieving = params.expansion is not None and params.expansion.sieve is not None and iteration > 0
+    predictor.keep_probabilities = sieving
+    blank = iteration == 0 and params.first_clicks == "regions"
+    labels, quality, new = [], [], 0
+    for i, source in enumerate(data.sources):
+        maps = None if blank else predict_in_memory(predictor, source)[0]
+        shown = None if maps is None else maps.classes
+        new += _annotate(shown, data.truths[i], data.clicks[i], params, n_classes)
+        if params.expansion is None:
+            labels.append(SparseLabels.from_clicks(data.clicks[i]))
+        else:  # the sieve needs a model that has learnt something: never the first iteration
+            p = maps.probabilities if sieving else None
+            sieve = (lambda r, c, h, w, p=p: p[:, r : r + h, c : c + w]) if sieving else None
+            labels.append(expand_clicks(source, data.clicks[i], params.expansion, sieve, data.superpixels[i]))
+        quality.append(label_quality(labels[-1], data.truths[i]))
+        step.report(0.3 * (i + 1) / len(data.sources), f"iteration {iteration + 1}: {new} new clicks")
+    return labels, quality
+
+
+def _prior_report(
+    trainer: SparseTrainer, bundle: ModelBundle, validate: Any, true_shares: np.ndarray
+) -> dict[str, Any]:
+    """What the class-prior correction did: the validation scores without it too."""
+    if trainer.prior is None:
+        return {}
+    trainer.prior.remove(bundle.network)
+    before = validate(bundle)
+    trainer.prior.apply(bundle.network)
+    return {
+        **trainer.prior.to_json(),
+        "true_shares": [round(float(s), 5) for s in true_shares],
+        "miou_before": round(before.miou, 2),
+        "per_class_iou_before": before.per_class(),
+    }
+
+
+def _record(
+    iteration: int,
+    clicks: int,
+    total: int,
+    quality: list[dict[str, Any]],
+    validation: Scores,
+    losses,
+    **extra,
+) -> dict[str, Any]:
+    added = sum(q["added_pixels"] for q in quality)
+    wrong = sum(q["added_error_rate"] * q["added_pixels"] for q in quality)
+    return {
+        "iteration": iteration + 1,
+        "clicks": clicks,
+        "clicked_fraction_percent": round(100 * clicks / total, 5),
+        "added_pixels": added,
+        "added_fraction_percent": round(100 * added / total, 4),
+        "added_error_rate": round(wrong / added, 4) if added else None,
+        "validation_miou": round(validation.miou, 2),
+        "per_class_iou": validation.per_class(),
+        "loss": round(float(np.mean(losses[-50:])), 4),
+        **{k: v for k, v in extra.items() if v},
+    }
+
+
+def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str, Any]:
+    monitor = monitor or Monitor()
+    _check(params)
     config, device = params.config, resolve_device(params.device)
     card = config.card().with_updates(name=f"{config.name}-sial", clicks=ClickEncoding(enabled=False))
     names = [c.name for c in card.classes]
@@ -201,107 +274,36 @@ def run_sial(params: SialParameters, monitor: Monitor | None = None) -> dict[str
         return _validate(Predictor(bundle, device), config.validation, config.class_map, names)
 
     bundle, trainer = fresh()
-    sources = [MemoryRasterSource(image, card.input) for image, _ in config.train]  # thousands of crops
-    truths = [read_labels(labels, config.class_map) for _, labels in config.train]
-    total_labelled = int(sum((t != LABEL_NODATA).sum() for t in truths))
-    k = card.n_classes
-    true_counts = [np.bincount(t[t != LABEL_NODATA], minlength=k)[:k] for t in truths]
-    true_shares = np.sum(true_counts, axis=0) / total_labelled  # reported beside the estimated shares
-    clicks: list[list[Click]] = [[] for _ in sources]
-    superpixels: list[SuperpixelCache] = [{} for _ in sources]
-    history: list[dict[str, Any]] = []
+    data = _Data(
+        [MemoryRasterSource(image, card.input) for image, _ in config.train],
+        [read_labels(labels, config.class_map) for _, labels in config.train],
+        [[] for _ in config.train],
+        [{} for _ in config.train],
+    )
+    total, true_shares = data.labelled, data.true_shares(card.n_classes)
     reference = None
     if params.reference is not None:
-        dense = load_bundle(params.reference)
-        reference = _validate(
-            Predictor(dense, device, owns_network=True), config.validation, config.class_map, names
-        )
+        dense = Predictor(load_bundle(params.reference), device, owns_network=True)
+        reference = _validate(dense, config.validation, config.class_map, names)
+    history: list[dict[str, Any]] = []
     started = time.perf_counter()
     for iteration in range(params.iterations):
-        span = (iteration / params.iterations, (iteration + 1) / params.iterations)
-        step = monitor.scaled(*span)
-        new, labels, quality = 0, [], []
-        if params.dense_labels:  # no annotator: crops centred anywhere labelled, every label read
-            step.report(0.0, "every labelled pixel: drawing the training crops' centres")
-            rng = np.random.default_rng(params.seed)
-            labels = [dense_crop_centres(truth, rng) for truth in truths]
-        else:
-            step.report(0.0, f"iteration {iteration + 1}: the annotator looks at the predictions")
-            predictor = Predictor(bundle, device)
-            sieving = params.expansion is not None and params.expansion.sieve is not None and iteration > 0
-            predictor.keep_probabilities = sieving
-            blank = iteration == 0 and params.first_clicks == "regions"
-            for i, source in enumerate(sources):
-                maps = None if blank else predict_in_memory(predictor, source)[0]
-                new += _annotate(
-                    None if maps is None else maps.classes, truths[i], clicks[i], params, card.n_classes
-                )
-                if params.expansion is None:
-                    labels.append(SparseLabels.from_clicks(clicks[i]))
-                else:
-                    probabilities = (
-                        maps.probabilities if sieving else None
-                    )  # sieving: never the first iteration
-                    sieve = (
-                        (lambda r, c, h, w, p=probabilities: p[:, r : r + h, c : c + w]) if sieving else None
-                    )
-                    labels.append(expand_clicks(source, clicks[i], params.expansion, sieve, superpixels[i]))
-                quality.append(label_quality(labels[-1], truths[i]))
-                step.report(0.3 * (i + 1) / len(sources), f"iteration {iteration + 1}: {new} new clicks")
+        step = monitor.scaled(iteration / params.iterations, (iteration + 1) / params.iterations)
+        labels, quality = _labels(params, iteration, bundle, device, data, card.n_classes, step)
         if params.from_scratch and iteration:  # the labels so far, without the last network's history
             bundle, trainer = fresh()
-        data = list(zip(sources, labels, strict=True))
-        losses = trainer.fit(
-            data,
-            step.scaled(0.35, 0.9 if params.self_training is None else 0.6),
-            pseudo_labels=truths if params.dense_labels else None,
-        )
+        dense_targets = data.truths if params.dense_labels else None
+        fit_data = list(zip(data.sources, labels, strict=True))
+        losses = trainer.fit(fit_data, step.scaled(0.35, 0.9), dense_targets=dense_targets)
         validation = validate(bundle)
-        prior: dict[str, Any] = {}
-        if trainer.prior is not None:  # score without the correction too, to report what it did
-            trainer.prior.remove(bundle.network)
-            before = validate(bundle)
-            trainer.prior.apply(bundle.network)
-            prior = {
-                **trainer.prior.to_json(),
-                "true_shares": [round(float(s), 5) for s in true_shares],
-                "miou_before": round(before.miou, 2),
-                "per_class_iou_before": before.per_class(),
-            }
-        self_training: dict[str, Any] = {}
-        if params.self_training is not None:
-            predictor = Predictor(bundle, device)
-            predictor.keep_probabilities = True
-            pseudo, self_training = _pseudo_labels(
-                predictor, sources, truths, params.self_training, step.scaled(0.6, 0.65)
-            )
-            self_training["miou_before"] = round(validation.miou, 2)
-            bundle, trainer = fresh()
-            losses = trainer.fit(data, step.scaled(0.65, 0.95), pseudo_labels=pseudo)
-            del pseudo  # a byte per training pixel
-            validation = validate(bundle)
-        n_clicks = total_labelled if params.dense_labels else sum(len(c) for c in clicks)
-        added = sum(q["added_pixels"] for q in quality)
-        wrong = sum(q["added_error_rate"] * q["added_pixels"] for q in quality)
-        history.append(
-            {
-                "iteration": iteration + 1,
-                "clicks": n_clicks,
-                "clicked_fraction_percent": round(100 * n_clicks / total_labelled, 5),
-                "added_pixels": added,
-                "added_fraction_percent": round(100 * added / total_labelled, 4),
-                "added_error_rate": round(wrong / added, 4) if added else None,
-                "validation_miou": round(validation.miou, 2),
-                "per_class_iou": validation.per_class(),
-                "loss": round(float(np.mean(losses[-50:])), 4),
-                **({"prior_shift": prior} if prior else {}),
-                **({"self_training": self_training} if self_training else {}),
-                "minutes": round((time.perf_counter() - started) / 60, 1),
-            }
-        )
+        clicks = total if params.dense_labels else sum(len(c) for c in data.clicks)
+        prior = _prior_report(trainer, bundle, validate, true_shares)
+        minutes = round((time.perf_counter() - started) / 60, 1)
+        history.append(_record(iteration, clicks, total, quality, validation, losses, prior_shift=prior))
+        history[-1]["minutes"] = minutes
         result = _write(params, config, history, reference, complete=iteration + 1 == params.iterations)
         step.report(1.0, f"iteration {iteration + 1}: validation mIoU {validation.miou:.2f}")
-    for source in sources:
+    for source in data.sources:
         source.close()
     save_bundle(
         ModelBundle(card.with_updates(provenance={"sial": result}), bundle.network), params.out_dir / "model"

@@ -18,6 +18,8 @@ import json
 import os
 import socket
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -36,6 +38,19 @@ class _Held:
 
 _held: dict[Path, _Held] = {}
 _guard = threading.Lock()
+
+
+@contextmanager
+def released_on_failure(lock: SessionLock | None) -> Iterator[SessionLock | None]:
+    """Acquire ``lock`` (None: a reader, no lock) for what follows; release it if that fails."""
+    if lock is not None:
+        lock.acquire()
+    try:
+        yield lock
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
 
 
 def lock_path(session: Path) -> Path:

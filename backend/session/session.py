@@ -1,20 +1,11 @@
 """An interactive session: a raster, a model, the analyst's clicks and the model's history.
 
-Everything lives next to one GeoPackage (QGIS opens and edits it natively, see :mod:`.store`):
-``<name>.checkpoints/`` holds the weights after each retraining round (:mod:`.checkpoints`) and
-``<name>.outputs/`` the latest class map, uncertainty and patches, with the per-tile cache that
-makes a click's update cost only the tiles it touches.
-
-**Never losing work.** Every change is one SQLite transaction. A checkpoint file is complete
-before the transaction that refers to it commits. One process writes at a time (:mod:`.lock`); a
-writer opening the session removes the checkpoint files no row refers to, readers remove nothing.
-Each checkpoint is checked against the SHA-256 recorded with it: a missing or damaged one is
-reported and the newest intact round is used instead. So a process killed at any moment leaves
-either the state before the action or the state after it, and the last good checkpoint is always
-usable.
-
-**Undo.** It reverts the last action: a click added or removed, or a retraining round, which
-brings the previous weights back exactly.
+One GeoPackage (:mod:`.store`) with ``<name>.checkpoints/`` (the weights after each round,
+:mod:`.checkpoints`) and ``<name>.outputs/`` (the latest maps and their per-tile cache) beside it.
+Every change is one SQLite transaction, a checkpoint is complete before the row that refers to it
+commits, one process writes at a time (:mod:`.lock`) and damaged checkpoints are skipped
+(:mod:`.weights`): a process killed at any moment leaves the state before the action or after it.
+Undo reverts the last action: a click added or removed, or a round (its weights come back exactly).
 """
 
 from __future__ import annotations
@@ -44,9 +35,9 @@ from .checkpoints import (
     remove_orphans,
     to_prune,
 )
-from .lock import SessionLock
+from .lock import SessionLock, released_on_failure
 from .rounds import TrainedRound
-from .settings import RoundSettings, settings_from_meta, settings_to_meta
+from .settings import RoundSettings, settings_from_meta, settings_of_last_round, settings_to_meta
 from .store import Iteration, QueuedPatch, SessionStore, StoredClick, now
 from .weights import SessionWeights
 
@@ -84,21 +75,7 @@ class Session:
         if lock is not None:
             remove_orphans(self.checkpoints, self.iterations())
         self._restore_weights()
-        self.settings = self._settings_of_last_round() or self.settings
-
-    def _settings_of_last_round(self) -> RoundSettings | None:
-        """A reopened session trains on as its last round did (the creation settings are only
-        the first round's), unless that round's record is from an incompatible version."""
-        for record in reversed(self.iterations()):
-            settings = json.loads(record.details or "{}").get("settings")
-            if settings:
-                try:
-                    return settings_from_meta(
-                        {"kind": "sial" if "training" in settings else "disca", **settings}
-                    )
-                except (TypeError, ValueError, AttributeError):
-                    return None
-        return None
+        self.settings = settings_of_last_round(self.iterations()) or self.settings
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -135,33 +112,21 @@ class Session:
             "created": now(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        lock = SessionLock(path)
-        lock.acquire()
-        try:
+        with released_on_failure(SessionLock(path)) as lock:
             store = SessionStore.create(path, info, metadata)
             with store.transaction():
                 store.insert_iteration(Iteration(0, "start", 0, "", "", None, None, now(), "{}"))
             return cls(path, store, resolve_device(device), lock)
-        except BaseException:
-            lock.release()
-            raise
 
     @classmethod
     def open(cls, path: str | Path, device: str = "auto", writer: bool = True) -> Session:
         """The session at ``path``; a writer holds its lock until :meth:`close`, a reader
         (``writer=False``: status, export) takes none and changes nothing."""
         path = Path(path)
-        lock = SessionLock(path) if writer else None
-        if lock is not None:
-            if not path.is_file():
-                raise UserError(f"session not found: {path}")
-            lock.acquire()
-        try:
+        if writer and not path.is_file():
+            raise UserError(f"session not found: {path}")
+        with released_on_failure(SessionLock(path) if writer else None) as lock:
             return cls(path, SessionStore.open(path, writable=writer), resolve_device(device), lock)
-        except BaseException:
-            if lock is not None:
-                lock.release()
-            raise
 
     def close(self) -> None:
         self.store.close()
@@ -388,16 +353,8 @@ class Session:
     def store_patches(self, report: PredictReport) -> None:
         """Copy the ranked patches into the session (status 'todo'; done patches stay done)."""
         done = {p.patch_id for p in self.patches() if p.status == "done"}
-        source = ogr.Open(str(report.patches))
-        layer = source.GetLayerByName("patches")
-        rows = [
-            (f["patch_id"], f["rank"], f["score"], "done" if f["patch_id"] in done else f["status"],
-             f.GetGeometryRef().Clone())
-            for f in layer
-        ]  # fmt: skip
-        source = None
         with self.store.transaction():
-            self.store.replace_patches(rows)
+            self.store.replace_patches_from(report.patches, done)
 
     def patches(self) -> list[QueuedPatch]:
         """The ranked queue, rank 1 first."""
@@ -413,10 +370,9 @@ class Session:
         self._iterations = None
 
     def export_bundle(self, directory: str | Path) -> Path:
-        """The adapted model as a bundle that loads like any other."""
+        """The adapted model as a bundle that loads like any other (the ConfidNet head with it)."""
         card = self.bundle.card
-        provenance = dict(card.provenance)
-        provenance["adapted"] = {
+        adapted = {
             "from_model": card.name,
             "from_sha256": card.weights_sha256,
             "raster": str(self.raster),
@@ -425,9 +381,10 @@ class Session:
             self.settings.KIND: asdict(self.settings),
             "exported": now(),
         }
-        adapted = card.with_updates(name=f"{card.name}-adapted", provenance=provenance)
-        bundle = replace(self.bundle, card=adapted, directory=None)  # the ConfidNet head travels with it
-        return save_bundle(bundle, directory, dtype="float32")
+        card = card.with_updates(
+            name=f"{card.name}-adapted", provenance={**card.provenance, "adapted": adapted}
+        )
+        return save_bundle(replace(self.bundle, card=card, directory=None), directory, dtype="float32")
 
 
 def _settings_or_damaged(store: SessionStore, data: Any) -> RoundSettings:

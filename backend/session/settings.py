@@ -4,6 +4,8 @@ back (``settings_from_meta``); a round picks its trainer by the settings' ``KIND
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar
 
@@ -50,3 +52,16 @@ def settings_from_meta(data: dict[str, Any]) -> RoundSettings:
         training=SparseSettings(**data["training"]),
         expansion=ExpansionSettings(**expansion) if expansion else None,
     )
+
+
+def settings_of_last_round(records: Sequence[Any]) -> RoundSettings | None:
+    """A reopened session trains on as its last round did (the creation settings are only the
+    first round's), unless that round's record is from an incompatible version."""
+    for record in reversed(records):
+        settings = json.loads(record.details or "{}").get("settings")
+        if settings:
+            try:
+                return settings_from_meta({"kind": "sial" if "training" in settings else "disca", **settings})
+            except (TypeError, ValueError, AttributeError):
+                return None
+    return None

@@ -276,6 +276,17 @@ class SessionStore:
     def set_patch_status(self, patch_id: int, status: str) -> None:
         self._update("patches", "patch_id", patch_id, "status", status)
 
+    def replace_patches_from(self, patches: Path, done: set[int]) -> None:
+        """The ranked queue from a prediction's ``patches.gpkg``; patches in ``done`` stay done."""
+        source = ogr.Open(str(patches))
+        rows = [
+            (f["patch_id"], f["rank"], f["score"], "done" if f["patch_id"] in done else f["status"],
+             f.GetGeometryRef().Clone())
+            for f in source.GetLayerByName("patches")
+        ]  # fmt: skip
+        source = None
+        self.replace_patches(rows)
+
     def replace_patches(self, rows: Sequence[tuple[int, int, float, str, ogr.Geometry]]) -> None:
         layer = self._layer("patches")
         for row in self._rows("patches"):

@@ -231,7 +231,7 @@ class RefineAlgorithm(EngineAlgorithm):
         )
         self.addParameter(QgsProcessingParameterNumber("STEPS", "Steps per round", integer, 10, minValue=1))
         self.addParameter(
-            QgsProcessingParameterNumber("LAMBDA", "λ (anchor weight)", double, 3.0, minValue=0)
+            QgsProcessingParameterNumber("ANCHOR_WEIGHT", "Anchor weight (λ)", double, 3.0, minValue=0)
         )
         self.addParameter(QgsProcessingParameterNumber("LR", "Learning rate", double, 1e-4, minValue=1e-7))
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
@@ -259,7 +259,7 @@ class RefineAlgorithm(EngineAlgorithm):
             rounds=self.parameterAsInt(parameters, "ROUNDS", context),
             settings=DiscaSettings(
                 steps=self.parameterAsInt(parameters, "STEPS", context),
-                anchor_weight=self.parameterAsDouble(parameters, "LAMBDA", context),
+                anchor_weight=self.parameterAsDouble(parameters, "ANCHOR_WEIGHT", context),
                 learning_rate=self.parameterAsDouble(parameters, "LR", context),
             ),
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
@@ -296,7 +296,8 @@ class TrainAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFolderDestination("OUTPUT_MODEL", "Model bundle"))
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        from backend.learn.training import TrainingConfig, train
+        from backend.learn.training import train
+        from backend.learn.training_config import TrainingConfig
 
         config = _engine(TrainingConfig.load, self.parameterAsFile(parameters, "CONFIG", context))
         steps = self.parameterAsInt(parameters, "STEPS", context)

@@ -155,13 +155,10 @@ def test_a_missing_raster(tmp_path, fast_model):
     ("options", "message"),
     [
         (["--iterations", "0"], "must be at least 1"),
-        (["--drop-noisy", "0.2"], "--drop-noisy leaves out superpixel-added labels"),
         (["--expand", "slic", "--segment-size", "0"], "superpixel size must be at least one pixel"),
         (["--expand", "slic", "--sieve", "1.5"], "sieve threshold must lie in (0, 1]"),
         (["--expand", "slic", "--sieve", "high"], "--sieve takes a probability or 'none'"),
-        (["--self-training", "0"], "--self-training takes a confidence in (0, 1]"),
         (["--colour-jitter", "1"], "the colour jitter must lie in [0, 1)"),
-        (["--self-training", "0.9", "--adjust-prior"], "--adjust-prior knows the class shares of the clicks"),
     ],
 )
 def test_the_sial_protocol_refuses_settings_that_cannot_work(tmp_path, options, message):

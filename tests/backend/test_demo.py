@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 from backend.demo.run import run_demo
 from backend.demo.scene import write_scene
@@ -38,3 +39,10 @@ def test_the_demo_on_a_raster_without_labels_skips_the_clicks(tmp_path, fast_mod
 def test_labels_without_a_raster_are_refused(tmp_path):
     result = run_cli("demo", "--labels", tmp_path / "x.tif", "--out", tmp_path / "o")
     assert result.returncode == 2 and "give the raster too" in result.stderr
+
+
+def test_the_demo_finds_the_bundled_model():
+    from backend.demo.run import DEFAULT_MODEL, pick_model
+
+    model, warning = pick_model(None, Path("unused"))
+    assert model.name == DEFAULT_MODEL and (model / "model.json").is_file() and warning is None

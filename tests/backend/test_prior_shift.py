@@ -2,12 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from backend.errors import Cancelled, UserError
+from backend.errors import Cancelled
 from backend.io.raster import RasterSource
 from backend.learn.prior_shift import (
     PriorShift,
     estimate_prior_shift,
-    estimate_shares,
     label_shares,
     sample_posteriors,
 )
@@ -15,26 +14,6 @@ from backend.learn.superpixels import SparseLabels
 from backend.model.bundle import create_bundle
 from backend.progress import Monitor
 from tests.helpers import make_card, random_image, write_raster
-
-
-def bayes_posteriors(prior: np.ndarray, shares: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
-    """Pixels drawn with class ``shares`` from three unit Gaussians (means 0, 2, 4), and the
-    exact posteriors of a classifier that believes the classes come at ``prior``."""
-    rng = np.random.default_rng(seed)
-    classes = rng.choice(len(shares), size=n, p=shares)
-    x = rng.normal(2.0 * classes, 1.0)
-    likelihood = np.exp(-0.5 * (x[:, None] - 2.0 * np.arange(len(shares))[None]) ** 2)
-    joint = likelihood * prior
-    return joint / joint.sum(axis=1, keepdims=True)
-
-
-def test_em_recovers_the_shares_the_pixels_came_at():
-    trained = np.array([1 / 3, 1 / 3, 1 / 3])  # SIAL's annotator: every class alike
-    truth = np.array([0.6, 0.3, 0.1])
-    posteriors = bayes_posteriors(trained, truth, 200_000)
-    estimate = estimate_shares(posteriors, trained)
-    assert np.abs(estimate - truth).max() < 0.01
-    assert np.abs(posteriors.mean(axis=0) - truth).max() > 0.05  # the plain mean is biased to `trained`
 
 
 def test_label_shares_count_every_labelled_pixel_and_never_reach_zero():
@@ -63,11 +42,6 @@ def test_the_correction_in_the_output_bias_is_bayes_rule_and_comes_out_again():
     assert torch.allclose(after, expected, atol=1e-5)
     assert torch.allclose(restored, before, atol=1e-6)
     assert PriorShift.from_json(shift.to_json()) == shift
-
-
-def test_estimation_refuses_an_empty_sample():
-    with pytest.raises(UserError, match="N × classes"):
-        estimate_shares(np.zeros((0, 3)), np.full(3, 1 / 3))
 
 
 def test_the_posteriors_cover_the_valid_imagery_once_unless_capped(tmp_path):

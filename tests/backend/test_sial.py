@@ -1,4 +1,3 @@
-import argparse
 import json
 
 import numpy as np
@@ -10,18 +9,9 @@ from backend.io.clicks import Click
 from backend.io.raster import RasterSource
 from backend.learn.sparse_training import SparseSettings
 from backend.learn.superpixels import ExpansionSettings, SparseLabels, expand_clicks, label_quality
-from backend.learn.training import TrainingConfig
 from backend.predict.evaluation import LABEL_NODATA, read_labels
-from backend.protocols.sial import DENSE_CENTRE_SPACING, SialParameters, dense_crop_centres, run_sial
-from tests.helpers import make_card, plain_probabilities
-
-CLASSES = [
-    ["building", "#3c1098"],
-    ["land", "#8429f6"],
-    ["road", "#6ec1e4"],
-    ["vegetation", "#fedd3a"],
-    ["water", "#e2a929"],
-]
+from backend.protocols.sial import DENSE_CENTRE_SPACING, dense_crop_centres, run_sial
+from tests.helpers import SIAL_CLASSES, make_card, plain_probabilities, sial_parameters
 
 
 @pytest.fixture(scope="module")
@@ -68,22 +58,8 @@ def test_the_sieve_drops_pixels_the_model_confidently_disputes(scene):
     assert (200, 200) in set(zip(sieved.rows.tolist(), sieved.cols.tolist(), strict=True))  # the click stays
 
 
-def _sial_parameters(scene, tmp_path, **settings) -> SialParameters:
-    """Two SIAL iterations of a small network on the scene, trained and scored on itself."""
-    data = {
-        "name": "sial-test",
-        "classes": CLASSES,
-        "encoder": "timm-mobilenetv3_small_minimal_100",
-        "train": [[str(scene.image), str(scene.labels)]],
-        "validation": [[str(scene.image), str(scene.labels)]],
-    }
-    (tmp_path / "config.json").write_text(json.dumps(data))
-    config = TrainingConfig.load(tmp_path / "config.json")
-    return SialParameters(config, tmp_path / "out", iterations=2, image_size=128, device="cpu", **settings)
-
-
 def test_the_sial_protocol_learns_from_clicks_alone(scene, tmp_path):
-    params = _sial_parameters(scene, tmp_path, training=SparseSettings(steps=30, batch=4, crop=64))
+    params = sial_parameters(scene, tmp_path, training=SparseSettings(steps=30, batch=4, crop=64))
     result = run_sial(params)
     first, second = result["iterations"]
     truth = read_labels(scene.labels)
@@ -98,18 +74,17 @@ def test_the_sial_protocol_learns_from_clicks_alone(scene, tmp_path):
 
 
 def test_the_sial_protocol_with_more_clicks_per_class_and_sieved_superpixels(scene, tmp_path):
-    params = _sial_parameters(
+    params = sial_parameters(
         scene,
         tmp_path,
         clicks_per_class=3,
         from_scratch=True,
-        training=SparseSettings(steps=10, batch=4, crop=64, average=0.9, drop_noisy=0.2),
+        training=SparseSettings(steps=10, batch=4, crop=64, average=0.9),
         expansion=ExpansionSettings(window=48, segment_size=60, sieve=0.8),
     )
     result = run_sial(params)
     first, second = result["iterations"]
     assert result["from_scratch"] and result["training"]["average"] == 0.9
-    assert result["training"]["drop_noisy"] == 0.2
     assert 9 * 5 < second["clicks"] <= 2 * 9 * 5 * 3  # more than one click per class and image
     assert 0 < first["added_pixels"] < second["added_pixels"]
     assert 0 <= second["added_error_rate"] < 0.5
@@ -122,7 +97,7 @@ def test_the_first_clicks_before_any_model_do_not_depend_on_the_seed(scene, tmp_
     def first_iteration(seed: int, first_clicks: str) -> dict:
         folder = tmp_path / f"{first_clicks}-{seed}"
         folder.mkdir()
-        params = _sial_parameters(
+        params = sial_parameters(
             scene,
             folder,
             seed=seed,
@@ -222,19 +197,6 @@ def test_the_weight_average_follows_the_steps_with_a_ramped_decay():
     assert 8.0 < expected < 32.0
 
 
-def test_small_loss_selection_keeps_every_click_and_drops_the_worst_fitted_added_labels():
-    import torch
-
-    from backend.learn.sparse_training import small_loss_selection
-
-    losses = torch.tensor([[9.0, 0.1, 5.0, 0.2, 4.0, 0.3, 0.0, 7.0, 0.4, 3.0]])
-    labelled = torch.tensor([[True] * 6 + [False] + [True] * 3])
-    clicked = torch.tensor([[True] + [False] * 9])  # the click fits worst of all, and stays
-    kept = small_loss_selection(losses, labelled, clicked, share=0.25)  # 8 added labels: drop 2
-    assert kept.tolist() == [[True, True, False, True, True, True, False, False, True, True]]
-    assert torch.equal(small_loss_selection(losses, labelled, clicked, share=0.0), labelled)
-
-
 def test_training_crops_mark_the_clicked_pixels_where_the_click_classes_are(scene):
     import torch
 
@@ -257,50 +219,25 @@ def test_training_crops_mark_the_clicked_pixels_where_the_click_classes_are(scen
             assert sorted(target[clicked].tolist()) == [1, 4]
 
 
-def test_pseudo_labels_are_the_confident_predictions_on_data():
-    from backend.learn.sparse_training import IGNORE, confident_pseudo_labels
-
-    classes = np.array([[0, 1], [2, 255]], dtype=np.uint8)  # 255: no data
-    probabilities = np.zeros((3, 2, 2), np.float32)
-    probabilities[0, 0, 0], probabilities[1, 0, 1], probabilities[2, 1, 0] = 0.95, 0.6, 0.9
-    probabilities[0, 1, 1] = 0.99
-    pseudo = confident_pseudo_labels(classes, probabilities, threshold=0.9)
-    assert pseudo.tolist() == [[0, IGNORE], [2, IGNORE]]
-
-
-def test_training_crops_fill_in_pseudo_labels_where_nothing_else_labels(scene):
+def test_training_crops_fill_in_dense_targets_where_nothing_else_labels(scene):
     import torch
 
     from backend.learn.sparse_training import IGNORE, SparseTrainer
     from backend.model.bundle import create_bundle
 
     labels = SparseLabels(np.array([100]), np.array([100]), np.array([4]), np.array([True]))
-    pseudo = np.full((384, 384), IGNORE, dtype=np.uint8)
-    pseudo[:, :200] = 2  # the click's pixel too: the click wins there
+    dense = np.full((384, 384), IGNORE, dtype=np.uint8)
+    dense[:, :200] = 2  # the click's pixel too: the click wins there
     card = make_card()
     trainer = SparseTrainer(create_bundle(card).network, card, torch.device("cpu"), SparseSettings(crop=128))
     with RasterSource(scene.image, card.input) as source:
-        _, target, clicked, _ = trainer._crop(source, labels, 0, pseudo)
+        _, target, clicked, _ = trainer._crop(source, labels, 0, dense)
     assert target[clicked].tolist() == [4]
-    assert (target == 2).sum() == 128 * 128 - 1  # the crop lies within the pseudo-labelled columns
-
-
-def test_the_sial_protocol_with_self_training_reports_its_pseudo_labels(scene, tmp_path):
-    params = _sial_parameters(
-        scene, tmp_path, self_training=0.3, training=SparseSettings(steps=20, batch=4, crop=64)
-    )
-    params.iterations = 1
-    result = run_sial(params)
-    (only,) = result["iterations"]
-    pseudo = only["self_training"]
-    assert result["self_training"] == 0.3
-    assert 1.0 < pseudo["pseudo_fraction_percent"] <= 100.0  # far more than the clicks
-    assert 0.0 <= pseudo["pseudo_error_rate"] < 1.0
-    assert pseudo["miou_before"] > 0 and only["validation_miou"] > 0
+    assert (target == 2).sum() == 128 * 128 - 1  # the crop lies within the densely labelled columns
 
 
 def test_the_sial_protocol_with_the_prior_correction_reports_both_scores(scene, tmp_path):
-    params = _sial_parameters(
+    params = sial_parameters(
         scene, tmp_path, training=SparseSettings(steps=20, batch=4, crop=64, adjust_prior=True)
     )
     result = run_sial(params)
@@ -314,37 +251,9 @@ def test_the_sial_protocol_with_the_prior_correction_reports_both_scores(scene, 
         ) == pytest.approx(1)
         assert prior["true_shares"] == pytest.approx(np.bincount(known, minlength=5) / known.size, abs=1e-5)
         assert 0 < prior["miou_before"] <= 100 and set(prior["per_class_iou_before"]) == {
-            c for c, _ in CLASSES
+            c for c, _ in SIAL_CLASSES
         }
     assert result["training"]["adjust_prior"] is True
-
-
-def test_balanced_crop_centres_visit_every_class_equally_however_many_labels_it_has(scene):
-    import torch
-
-    from backend.learn.sparse_training import SparseTrainer
-    from backend.model.bundle import create_bundle
-
-    card = make_card()
-    # 900 labels of class 1 on one raster, 10 of class 2 split over two, 90 of class 4.
-    many = SparseLabels(np.arange(900) % 300, np.arange(900) // 3, np.full(900, 1), np.zeros(900, bool))
-    few = SparseLabels(np.arange(5), np.arange(5), np.full(5, 2), np.ones(5, bool))
-    mixed = SparseLabels(np.arange(95), np.arange(95), np.array([2] * 5 + [4] * 90), np.zeros(95, bool))
-    with RasterSource(scene.image, card.input) as source:
-        data = [(source, many, None), (source, few, None), (source, mixed, None)]
-        for balance, expected in (
-            (False, {1: 0.9, 2: 0.01, 4: 0.09}),
-            (True, {1: 1 / 3, 2: 1 / 3, 4: 1 / 3}),
-        ):
-            settings = SparseSettings(seed=5, balance_classes=balance)
-            trainer = SparseTrainer(create_bundle(card).network, card, torch.device("cpu"), settings)
-            centre = trainer._crop_centres(data)
-            drawn = [centre() for _ in range(6000)]
-            classes = np.array([data[which][1].classes[index] for which, index in drawn])
-            for c, share in expected.items():
-                assert abs((classes == c).mean() - share) < 0.02, (balance, c)
-            if balance:  # class 2's ten labels are drawn from both rasters that hold them
-                assert {which for which, index in drawn if data[which][1].classes[index] == 2} == {1, 2}
 
 
 def test_colour_jitter_changes_the_image_but_not_its_nodata_or_labels(scene, tmp_path):
@@ -380,56 +289,8 @@ def test_colour_jitter_changes_the_image_but_not_its_nodata_or_labels(scene, tmp
         SparseSettings(colour_jitter=1.5).check()
 
 
-def test_the_seeds_benchmark_picks_by_held_out_points_and_refuses_runs_on_other_labels(
-    scene, tmp_path, monkeypatch
-):
-    from benchmarks import report, seeds
-
-    monkeypatch.setattr(report, "OUT", tmp_path / "benchmarks-out")  # not the real figures' folder
-    runs = []
-    for seed, first_clicks in ((0, "regions"), (1, "regions"), (0, "untrained")):
-        folder = tmp_path / f"{first_clicks}-{seed}"
-        folder.mkdir()
-        training = SparseSettings(steps=3, batch=2, crop=64, seed=seed)
-        params = _sial_parameters(scene, folder, seed=seed, first_clicks=first_clicks, training=training)
-        params.iterations = 1
-        run_sial(params)
-        runs.append(params.out_dir)
-    args = argparse.Namespace(
-        runs=runs[:2],
-        config=runs[0].parent / "config.json",
-        points=300,
-        size=2,
-        corrected=False,
-        seed=0,
-        device="cpu",
-    )
-    data = seeds.run(args)
-    networks, (session,) = data["networks"], data["sessions"]
-    best = max(networks, key=lambda n: n["points_miou"])
-    assert session["picked"] == pytest.approx(best["validation_miou"], abs=0.005)
-    assert session["mean"] == pytest.approx(np.mean([n["validation_miou"] for n in networks]), abs=0.01)
-    assert 0 < session["ensemble"] <= 100 and (tmp_path / "benchmarks-out" / "seeds.json").is_file()
-    with pytest.raises(UserError, match="share their labels"):
-        seeds.run(argparse.Namespace(**{**vars(args), "runs": runs[1:]}))
-    with pytest.raises(UserError, match="not the output folder"):
-        seeds.run(argparse.Namespace(**{**vars(args), "runs": [runs[0], tmp_path]}))
-
-
-def test_held_out_points_are_labelled_pixels_spread_over_the_rasters_by_their_size():
-    from benchmarks.seeds import held_out_points
-
-    small, large = np.full((10, 10), LABEL_NODATA, np.uint8), np.zeros((100, 100), np.uint8)
-    small[:5] = 1
-    points = held_out_points([small, large], 400, seed=3)
-    assert sum(len(p) for p in points) == 400 and len(points[0]) < 10
-    assert (small.ravel()[points[0]] == 1).all() and len(np.unique(points[1])) == len(points[1])
-    again = held_out_points([small, large], 400, seed=3)
-    assert all((a == b).all() for a, b in zip(points, again, strict=True))
-
-
 def test_an_unknown_first_clicks_setting_is_one_clear_error(scene, tmp_path):
-    params = _sial_parameters(scene, tmp_path, first_clicks="random")
+    params = sial_parameters(scene, tmp_path, first_clicks="random")
     with pytest.raises(UserError, match="regions, untrained"):
         run_sial(params)
 
@@ -446,7 +307,7 @@ def test_dense_labels_train_the_same_way_on_every_labelled_pixel_and_beat_clicks
         folder = tmp_path / ("dense" if dense else "clicks")
         folder.mkdir()
         training = SparseSettings(steps=120, batch=4, crop=64, loss="ce")
-        params = _sial_parameters(scene, folder, training=training)
+        params = sial_parameters(scene, folder, training=training)
         params.iterations, params.dense_labels = 1, dense
         return run_sial(params)
 
@@ -457,7 +318,7 @@ def test_dense_labels_train_the_same_way_on_every_labelled_pixel_and_beat_clicks
 
 
 def test_dense_labels_refuse_the_annotators_options(scene, tmp_path):
-    params = _sial_parameters(scene, tmp_path, expansion=ExpansionSettings(window=48, segment_size=60))
+    params = sial_parameters(scene, tmp_path, expansion=ExpansionSettings(window=48, segment_size=60))
     params.iterations, params.dense_labels = 1, True
     with pytest.raises(UserError, match="one iteration, without superpixel"):
         run_sial(params)

@@ -6,7 +6,9 @@ import torch
 
 from backend.demo.scene import write_scene
 from backend.errors import UserError
-from backend.learn.training import CropSampler, LabelledImage, TrainingConfig, learning_rate_factor, train
+from backend.learn.crops import CropSampler, LabelledImage
+from backend.learn.training import learning_rate_factor, train
+from backend.learn.training_config import TrainingConfig
 from backend.model.bundle import load_bundle
 
 

@@ -71,7 +71,7 @@ def test_refine_with_memory_layer_clicks_and_keep_the_adapted_model(
     result = processing.run(
         "sial:refine",
         {"INPUT": str(scene.image), "MODEL": str(small_tile_model), "CLICKS": clicks, "ROUNDS": 1, "STEPS": 2,
-         "LAMBDA": 1.0, "LR": 0.001, "DEVICE": 1, "OUTPUT_CLASSES": str(tmp_path / "c.tif"),
+         "ANCHOR_WEIGHT": 1.0, "LR": 0.001, "DEVICE": 1, "OUTPUT_CLASSES": str(tmp_path / "c.tif"),
          "OUTPUT_UNCERTAINTY": str(tmp_path / "u.tif"), "OUTPUT_PATCHES": "memory:",
          "OUTPUT_MODEL": str(tmp_path / "adapted")},
     )  # fmt: skip

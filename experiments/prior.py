@@ -20,21 +20,43 @@ from typing import Any
 
 import numpy as np
 
+from backend.errors import UserError
 from backend.io.raster import MemoryRasterSource, RasterSource
-from backend.learn.prior_shift import MAX_WINDOWS, PriorShift, estimate_shares, sample_posteriors
+from backend.learn.prior_shift import MAX_WINDOWS, PriorShift, sample_posteriors
 from backend.learn.sparse_training import window_probabilities
-from backend.learn.training import TrainingConfig
+from backend.learn.training_config import TrainingConfig
 from backend.model.bundle import load_bundle
 from backend.predict.evaluation import Scores, predict_in_memory, read_labels, score
 from backend.predict.inference import Predictor
 from backend.system.runtime import resolve_device
-
-from .machine import describe_machine
-from .report import header, save, say, started, status
+from benchmarks.machine import describe_machine
+from benchmarks.report import header, save, say, started, status
 
 NAME = "prior"
 SUMMARY = "a SIAL run's network with no, mean-posterior, EM and true-share prior corrections"
 REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def estimate_shares(
+    posteriors: np.ndarray, trained_shares: np.ndarray, iterations: int = 500, tolerance: float = 1e-7
+) -> np.ndarray:
+    """The class shares of the pixels behind ``posteriors`` (N × classes, from a network trained
+    at ``trained_shares``), by EM: reweight every posterior by (estimate / trained share),
+    renormalise, and take the mean as the next estimate, until it stops moving."""
+    if posteriors.ndim != 2 or posteriors.shape[1] != len(trained_shares) or not len(posteriors):
+        raise UserError("prior estimation needs an N × classes array of posteriors, N > 0")
+    posteriors = posteriors.astype(np.float64)
+    trained = np.asarray(trained_shares, dtype=np.float64)
+    estimate = trained.copy()
+    for _ in range(iterations):
+        weighted = posteriors * (estimate / trained)
+        weighted /= np.maximum(weighted.sum(axis=1, keepdims=True), 1e-12)
+        updated = weighted.mean(axis=0)
+        converged = np.abs(updated - estimate).max() < tolerance
+        estimate = updated
+        if converged:
+            break
+    return estimate
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

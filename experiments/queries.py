@@ -30,6 +30,9 @@ from backend.predict.evaluation import predict_in_memory, read_labels, score
 from backend.predict.inference import Predictor
 from backend.protocols.agents import dial_click
 from backend.system.runtime import resolve_device
+from benchmarks.machine import describe_machine
+from benchmarks.report import header, save, say, started
+from benchmarks.scenes import SHARED_DATA
 from experiments.adaptive_regions import (
     RegionSettings,
     answer_region,
@@ -37,10 +40,6 @@ from experiments.adaptive_regions import (
     rank_regions,
     superpixels,
 )
-
-from .machine import describe_machine
-from .report import header, save, say, started
-from .scenes import SHARED_DATA
 
 NAME = "queries"
 SUMMARY = "adaptive-region queries vs patch queries at equal annotation cost (Dubai tiles)"

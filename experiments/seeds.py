@@ -32,7 +32,7 @@ from backend.errors import UserError
 from backend.io.outputs import CLASS_NODATA
 from backend.io.raster import MemoryRasterSource, RasterSource
 from backend.learn.prior_shift import PriorShift
-from backend.learn.training import TrainingConfig
+from backend.learn.training_config import TrainingConfig
 from backend.model.bundle import load_bundle
 from backend.predict.evaluation import (
     LABEL_NODATA,
@@ -44,9 +44,8 @@ from backend.predict.evaluation import (
 )
 from backend.predict.inference import Predictor
 from backend.system.runtime import resolve_device
-
-from .machine import describe_machine
-from .report import header, save, say, started, status
+from benchmarks.machine import describe_machine
+from benchmarks.report import header, save, say, started, status
 
 NAME = "seeds"
 SUMMARY = "SIAL runs on the same labels: each alone, the one held-out points pick, their ensemble"
@@ -95,19 +94,9 @@ def held_out_points(truths: list[np.ndarray], count: int, seed: int) -> list[np.
     return [np.sort(rng.choice(i, n, replace=False)) for i, n in zip(labelled, per_raster, strict=True)]
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
-    begun = started()
-    if args.size < 1 or args.size > len(args.runs):
-        raise UserError(f"--size must lie between 1 and the number of runs ({len(args.runs)})")
-    records = _same_labels(args.runs)
-    device = resolve_device(args.device)
-    config = TrainingConfig.load(args.config)
-    header(f"{NAME}: {SUMMARY}", describe_machine(device), {"runs": " ".join(map(str, args.runs))})
-    truths = [read_labels(labels, config.class_map) for _, labels in config.train]
-    points = held_out_points(truths, args.points, args.seed)
-    point_truth = np.concatenate([t.ravel()[p] for t, p in zip(truths, points, strict=True)])
-    validation_truths = [read_labels(labels, config.class_map) for _, labels in config.validation]
-
+def _score_networks(args, records, config, device, points, point_truth, validation_truths):
+    """Each run's network on the held-out points and on the validation rasters (keeping its
+    probabilities there, for the ensembles)."""
     names: list[str] = []
     point_scores, validation_scores, probabilities = [], [], []  # per network
     for run, record in zip(args.runs, records, strict=True):
@@ -136,6 +125,25 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             kept.append(np.where(maps.classes == CLASS_NODATA, np.nan, maps.probabilities).astype(np.float16))
         validation_scores.append(total)
         probabilities.append(kept)
+    return names, point_scores, validation_scores, probabilities
+
+
+def run(args: argparse.Namespace) -> dict[str, Any]:
+    begun = started()
+    if args.size < 1 or args.size > len(args.runs):
+        raise UserError(f"--size must lie between 1 and the number of runs ({len(args.runs)})")
+    records = _same_labels(args.runs)
+    device = resolve_device(args.device)
+    config = TrainingConfig.load(args.config)
+    header(f"{NAME}: {SUMMARY}", describe_machine(device), {"runs": " ".join(map(str, args.runs))})
+    truths = [read_labels(labels, config.class_map) for _, labels in config.train]
+    points = held_out_points(truths, args.points, args.seed)
+    point_truth = np.concatenate([t.ravel()[p] for t, p in zip(truths, points, strict=True)])
+    validation_truths = [read_labels(labels, config.class_map) for _, labels in config.validation]
+
+    names, point_scores, validation_scores, probabilities = _score_networks(
+        args, records, config, device, points, point_truth, validation_truths
+    )
 
     def ensemble(members: tuple[int, ...]) -> float:
         total = None

@@ -1,0 +1,44 @@
+"""Options several commands share: the device, and DISCA's retraining settings."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import replace
+from typing import Any
+
+
+def add_device(parser: argparse.ArgumentParser) -> None:
+    from ..system.runtime import DEVICE_CHOICES
+
+    parser.add_argument(
+        "--device", choices=DEVICE_CHOICES, default="auto", help="default: auto (the GPU if there is one)"
+    )
+
+
+def add_disca_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("DISCA retraining")
+    group.add_argument("--disca-steps", type=int, help="SGD steps per round (default 10)")
+    group.add_argument("--disca-lr", type=float, help="learning rate")
+    group.add_argument(
+        "--anchor-weight",
+        type=float,
+        help="λ, the weight of the L1 anchor to the initial prediction (default 3)",
+    )
+    group.add_argument("--click-loss", choices=("ce", "ewdl"), help="cross-entropy (DIAL) or EWDL (SIAL)")
+    group.add_argument(
+        "--dial-settings", action="store_true", help="DIAL's published settings (10 steps, lr 2e-6, λ 1)"
+    )
+
+
+def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
+    """The DISCA settings the options ask for, on top of ``base`` (default: DISCA's defaults)."""
+    from ..learn.disca import DiscaSettings
+
+    settings = DiscaSettings.dial() if args.dial_settings else (base or DiscaSettings())
+    changes = {
+        "steps": args.disca_steps,
+        "learning_rate": args.disca_lr,
+        "anchor_weight": args.anchor_weight,
+        "click_loss": args.click_loss,
+    }
+    return replace(settings, **{k: v for k, v in changes.items() if v is not None})
