@@ -11,28 +11,55 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 
-APT_PACKAGES=(qgis python3-qgis qgis-providers python3-gdal gdal-bin python3-rasterio python3-scipy python3-matplotlib python3-skimage
+APT_PACKAGES=(python3-gdal gdal-bin python3-rasterio python3-scipy python3-matplotlib python3-skimage
               python3-venv xvfb xauth)
 VENV=.venv
 PY=$VENV/bin/python
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
+QGIS_PACKAGES=(qgis python3-qgis qgis-providers)
+QGIS_OLDEST=3.40   # the current LTR; Debian 12 has it in bookworm-backports, Debian 13 in its own suite
+BACKPORTS=/etc/apt/sources.list.d/sial-bookworm-backports.sources
+
+installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q "install ok installed"; }
+
+qgis_is_current() {  # QGIS, its Python bindings and providers, QGIS_OLDEST or newer
+  local version package
+  for package in "${QGIS_PACKAGES[@]}"; do installed "$package" || return 1; done
+  version=$(dpkg-query -W -f='${Version}' qgis 2>/dev/null) || return 1
+  dpkg --compare-versions "$version" ge "$QGIS_OLDEST"
+}
+
 setup_system() {
-  local missing=()
-  for package in "${APT_PACKAGES[@]}"; do
-    dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
-  done
+  local missing=() sudo=() codename
+  for package in "${APT_PACKAGES[@]}"; do installed "$package" || missing+=("$package"); done
+  qgis_is_current || missing+=(qgis-lts)
   [ ${#missing[@]} -eq 0 ] && return 0
-  local sudo=()
   if [ "$(id -u)" -ne 0 ]; then
     command -v sudo >/dev/null || { echo "error: need root or sudo to install: ${missing[*]}" >&2; exit 2; }
     sudo=(sudo)
   fi
   say "installing Debian packages: ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
+  codename=$(. /etc/os-release && echo "${VERSION_CODENAME:-}")
+  local target=()
+  if [ "$codename" = bookworm ]; then
+    if ! grep -rqs "bookworm-backports" /etc/apt/sources.list /etc/apt/sources.list.d/; then
+      say "adding bookworm-backports (QGIS $QGIS_OLDEST LTR)"
+      printf 'Types: deb\nURIs: http://deb.debian.org/debian\nSuites: bookworm-backports\nComponents: main\nSigned-By: /usr/share/keyrings/debian-archive-keyring.gpg\n' \
+        | "${sudo[@]}" tee "$BACKPORTS" >/dev/null
+    fi
+    target=(-t bookworm-backports)
+  fi
   "${sudo[@]}" apt-get update -q
-  "${sudo[@]}" apt-get install -y -q "${missing[@]}"
+  local others=()
+  for package in "${missing[@]}"; do
+    case " ${QGIS_PACKAGES[*]} qgis-lts " in *" $package "*) ;; *) others+=("$package") ;; esac
+  done
+  [ ${#others[@]} -eq 0 ] || "${sudo[@]}" apt-get install -y -q "${others[@]}"
+  "${sudo[@]}" apt-get install -y -q "${target[@]}" "${QGIS_PACKAGES[@]}"
+  qgis_is_current || { echo "error: QGIS $QGIS_OLDEST or newer could not be installed" >&2; exit 2; }
 }
 
 setup_python() {

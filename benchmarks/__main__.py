@@ -1,4 +1,4 @@
-"""``python -m benchmarks [pipeline|memory|acquisition|all] [options]``; no argument lists them."""
+"""``python -m benchmarks BENCHMARK [options]`` (pipeline, memory, predict_many, …); none lists them."""
 
 from __future__ import annotations
 
@@ -13,11 +13,30 @@ from rasterio.errors import NotGeoreferencedWarning
 from backend.errors import UserError
 from backend.system.runtime import limit_gdal_cache, tune_allocator
 
-from . import acquisition, clicks, domain_adaptation, memory, pipeline, sial_session
+from . import (
+    acquisition,
+    clicks,
+    dock_pattern,
+    domain_adaptation,
+    memory,
+    pipeline,
+    predict_many,
+    sial_session,
+)
 from .options import add_model_and_device
 
 BENCHMARKS: dict[str, ModuleType] = {
-    m.NAME: m for m in (pipeline, memory, acquisition, clicks, domain_adaptation, sial_session)
+    m.NAME: m
+    for m in (
+        pipeline,
+        memory,
+        acquisition,
+        clicks,
+        domain_adaptation,
+        dock_pattern,
+        sial_session,
+        predict_many,
+    )
 }
 ALL_ORDER = ("pipeline", "acquisition", "memory")
 """``all`` runs the slow one (minutes per size) last."""

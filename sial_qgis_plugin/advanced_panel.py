@@ -3,10 +3,14 @@
 Kept out of the way (collapsed) because the defaults are the measured ones. Every change goes to
 the controller at once and applies to the rounds still to come:
 
-- DISCA (λ, steps, learning rate, click loss) refines a bundled model on the clicks;
+- DISCA (λ, steps, learning rate, click loss) refines a bundled model on the clicks, and a
+  reopened DISCA session shows the settings its last round trained with;
 - SIAL (steps, superpixels, class-prior correction) trains a new model on the clicks alone,
   and a reopened SIAL session shows the settings it trains with;
 - a reference raster on the same grid makes every full update record its mIoU in the history.
+
+The settings' defaults come from the engine, which loads in the background: the panel is filled
+when it is there (:meth:`populate`).
 """
 
 from __future__ import annotations
@@ -18,6 +22,8 @@ from qgis.core import QgsMapLayerProxyModel
 from qgis.gui import QgsCollapsibleGroupBox, QgsMapLayerComboBox
 from qgis.PyQt.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QFormLayout, QSpinBox, QWidget
 
+DISCA_OFF = "A session with a new model trains with its SIAL settings below, not with DISCA's."
+
 
 class AdvancedPanel(QgsCollapsibleGroupBox):
     """The settings of the rounds to come, bound to ``controller`` (a SessionController)."""
@@ -25,33 +31,56 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
     def __init__(self, controller: Any, parent: QWidget | None = None):
         super().__init__("Advanced", parent)
         self.controller = controller
+        self.populated = False
         self.setCollapsed(True)
         form = QFormLayout(self)
+        form.setRowWrapPolicy(QFormLayout.RowWrapPolicy.WrapLongRows)  # a narrow dock: fields below
         self._disca_rows(form)
         self._sial_rows(form)
         self.reference = QgsMapLayerComboBox()
-        self.reference.setFilters(QgsMapLayerProxyModel.RasterLayer)
+        self.reference.setFilters(QgsMapLayerProxyModel.Filter.RasterLayer)
         self.reference.setAllowEmptyLayer(True)
         self.reference.setLayer(None)
         self.reference.setToolTip("Reference labels on the same grid: mIoU is recorded after every update.")
-        self.reference.layerChanged.connect(lambda layer: setattr(self.controller, "reference", layer))
+        self.reference.layerChanged.connect(self._reference_chosen)
         form.addRow("Reference labels", self.reference)
+        self.pixel_size = QDoubleSpinBox(decimals=3, minimum=0.0, maximum=10_000.0, singleStep=0.1)
+        self.pixel_size.setSpecialValueText("from the CRS")  # 0: the raster's CRS says it
+        self.pixel_size.setSuffix(" m")
+        self.pixel_size.setToolTip(
+            "The pixel size of a raster without a CRS (a drone JPEG, a scan), for new sessions: "
+            "a model trained at another ground sampling distance then reads it resampled to its "
+            "own, and the maps are written back on the raster's grid."
+        )
+        self.pixel_size.valueChanged.connect(self._pixel_size_chosen)
+        form.addRow("Pixel size", self.pixel_size)
+        if controller.engine_loaded:
+            self.populate()
 
     def _disca_rows(self, form: QFormLayout) -> None:
-        settings = self.controller.settings
         self.anchor = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=100.0, singleStep=0.5)
-        self.anchor.setValue(settings.anchor_weight)
-        self.anchor.setToolTip("λ: weight of the L1 pull towards the initial prediction (DIAL: 1).")
+        self.anchor.setToolTip(
+            "λ: how strongly the rest of the map is held to the first prediction while the model "
+            "learns the clicks (DIAL: 1; measured best here: 3)."
+        )
         form.addRow("Anchor weight (λ)", self.anchor)
         self.steps = QSpinBox(minimum=1, maximum=500)
-        self.steps.setValue(settings.steps)
+        self.steps.setToolTip(
+            "Training steps per Retrain round (each on 8 crops of 256 px around the clicks)."
+        )
         form.addRow("Steps per round", self.steps)
         self.learning_rate = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)
-        self.learning_rate.setValue(settings.learning_rate)
+        self.learning_rate.setToolTip(
+            "The optimiser's step size (SGD with momentum 0.9); larger learns faster and forgets more."
+        )
         form.addRow("Learning rate", self.learning_rate)
         self.click_loss = QComboBox()
         self.click_loss.addItem("Cross-entropy (DIAL)", "ce")
         self.click_loss.addItem("Error-weighted Dice (SIAL)", "ewdl")
+        self.click_loss.setToolTip(
+            "The loss at the clicked pixels: cross-entropy, or SIAL's Dice loss weighted towards the "
+            "model's errors."
+        )
         form.addRow("Click loss", self.click_loss)
         for widget in (self.anchor, self.steps, self.learning_rate):
             widget.valueChanged.connect(self.apply_disca_settings)
@@ -74,13 +103,27 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
             "the model is corrected for the imagery's class shares, estimated from its own predictions."
         )
         form.addRow(self.sial_prior)
-        self.show_sial_settings()
         self.sial_steps.valueChanged.connect(self._apply_sial_settings)
         for check in (self.sial_superpixels, self.sial_prior):
             check.toggled.connect(self._apply_sial_settings)
 
+    def _pixel_size_chosen(self, value: float) -> None:
+        self.controller.pixel_size = value or None
+
+    def _reference_chosen(self, layer: Any) -> None:
+        self.controller.reference = layer
+        self.controller.remember_state()
+
+    def populate(self) -> None:
+        """The controller's settings in the widgets, once the engine is loaded."""
+        self.populated = True
+        self.show_disca_settings()
+        self.show_sial_settings()
+
     def apply_disca_settings(self) -> None:
         """The DISCA widgets' values into the controller (the next round uses them)."""
+        if not self.populated:
+            return
         self.controller.settings = replace(
             self.controller.settings,
             anchor_weight=self.anchor.value(),
@@ -90,9 +133,22 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
         )
 
     def _apply_sial_settings(self) -> None:
-        self.controller.set_sial_options(
-            self.sial_steps.value(), self.sial_superpixels.isChecked(), self.sial_prior.isChecked()
-        )
+        if self.populated:
+            self.controller.set_sial_options(
+                self.sial_steps.value(), self.sial_superpixels.isChecked(), self.sial_prior.isChecked()
+            )
+
+    def show_disca_settings(self) -> None:
+        settings = self.controller.settings
+        widgets = (self.anchor, self.steps, self.learning_rate, self.click_loss)
+        for widget in widgets:
+            widget.blockSignals(True)
+        self.anchor.setValue(settings.anchor_weight)
+        self.steps.setValue(settings.steps)
+        self.learning_rate.setValue(settings.learning_rate)
+        self.click_loss.setCurrentIndex(max(self.click_loss.findData(settings.click_loss), 0))
+        for widget in widgets:
+            widget.blockSignals(False)
 
     def show_sial_settings(self) -> None:
         """The controller's SIAL settings in the widgets (those of a reopened session, say)."""
@@ -106,8 +162,18 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
         for widget in widgets:
             widget.blockSignals(False)
 
+    def show_session(self) -> None:
+        """A session came into use: its settings and its reference labels."""
+        self.populate()
+        self.reference.blockSignals(True)
+        self.reference.setLayer(self.controller.reference)
+        self.reference.blockSignals(False)
+
     def refresh(self) -> None:
         """DISCA's settings are off for a SIAL session, which trains with its own."""
         for widget in (self.anchor, self.steps, self.learning_rate, self.click_loss):
+            tip = widget.toolTip().split("\nOff now:")[0]
             widget.setEnabled(not self.controller.is_sial)
-        self.show_sial_settings()
+            widget.setToolTip(tip if not self.controller.is_sial else f"{tip}\nOff now: {DISCA_OFF}")
+        if self.populated:
+            self.show_sial_settings()

@@ -42,7 +42,10 @@ class ClassPalette(QgsCollapsibleGroupBox):
             self._rebuild(classes)
         for c, button in zip(classes, self.buttons, strict=True):
             key = f"{c.index + 1} " if c.index < 9 else ""
-            button.setText(f"{key}{c.name} ({counts.get(c.index, 0)})")
+            count = counts.get(c.index, 0)
+            button.setText(f"{key}{c.name} ({count})")
+            shortcut = f" (key {c.index + 1})" if c.index < 9 else ""
+            button.setToolTip(f"The next clicks are '{c.name}'{shortcut}; it has {count} clicks so far.")
         self.select(current)
 
     def select(self, index: int) -> None:
@@ -61,7 +64,7 @@ class ClassPalette(QgsCollapsibleGroupBox):
             button = QToolButton()
             button.setCheckable(True)
             button.setIcon(swatch(c.color))
-            button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+            button.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextBesideIcon)
             button.setProperty("class_index", c.index)
             self.group.addButton(button, c.index)
             self.grid.addWidget(button, c.index // COLUMNS, c.index % COLUMNS)

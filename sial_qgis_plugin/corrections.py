@@ -33,13 +33,13 @@ class Corrections:
         from backend.errors import UserError
 
         if self.session is None:
-            self._say("Start a session first.", Qgis.Warning)
+            self._say("Start a session first.", Qgis.MessageLevel.Warning)
             return False
         where = to_raster_crs(QgsPointXY(point), self.session.info, crs, self.project)
         try:
             self.session.add_click_at(where.x(), where.y(), self.current_class)
         except UserError as exc:
-            self._say(str(exc), Qgis.Warning)
+            self._say(str(exc), Qgis.MessageLevel.Warning)
             return False
         self._clicks_changed()
         return True
@@ -71,14 +71,14 @@ class Corrections:
         if self.session is None:
             return
         if self.busy:
-            self._say("Wait for the running task to finish, or cancel it.", Qgis.Warning)
+            self._say("Wait for the running task to finish, or cancel it.", Qgis.MessageLevel.Warning)
             return
         try:
             done = self.session.undo()
         except UserError as exc:
-            self._say(str(exc), Qgis.Warning)
+            self._say(str(exc), Qgis.MessageLevel.Warning)
             return
-        self._say(done[0].upper() + done[1:] + ".", Qgis.Info)
+        self._say(done[0].upper() + done[1:] + ".", Qgis.MessageLevel.Info)
         self._clicks_changed()
 
     def _clicks_changed(self) -> None:

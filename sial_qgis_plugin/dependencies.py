@@ -1,15 +1,14 @@
 """When torch & co. are missing: explain, and install them for this QGIS's Python on request.
 
-Packages go to a plugin-private folder (never into QGIS's own Python), pinned to the versions
-the engine is tested with. QGIS's numpy is kept as it is (its GDAL bindings are built against
-it). pip runs in a separate process; its output is shown as it comes.
+Packages go to a plugin-private folder (never into QGIS's own Python), at the versions the
+plugin is tested with (installer.py: QGIS's interpreter, the constraints, pip's failures in one
+sentence). QGIS's numpy is kept as it is (its GDAL bindings are built against it). pip runs in
+a separate process; its output is shown as it comes.
 """
 
 from __future__ import annotations
 
 import shutil
-import sys
-from pathlib import Path
 
 from qgis.PyQt.QtCore import QProcess, pyqtSignal
 from qgis.PyQt.QtWidgets import (
@@ -24,45 +23,13 @@ from qgis.PyQt.QtWidgets import (
 )
 
 from .environment import private_packages_dir
-
-PINNED = {
-    "torch": "torch==2.14.1",
-    "torchvision": "torchvision==0.29.2",
-    "segmentation-models-pytorch": "segmentation-models-pytorch==0.6.0",
-    "safetensors": "safetensors>=0.4",
-    "rasterio": "rasterio>=1.3",
-}
-CPU_INDEX = "https://download.pytorch.org/whl/cpu"
+from .installer import InterpreterNotFound, explain_failure, find_python, install_command
 
 
 def python_executable() -> str:
-    """QGIS's own Python interpreter (``sys.executable`` is the qgis binary on most platforms)."""
-    if Path(sys.executable).name.lower().startswith("python"):
-        return sys.executable
-    version = f"{sys.version_info.major}.{sys.version_info.minor}"
-    prefix = Path(sys.exec_prefix)
-    for candidate in (
-        prefix / "bin" / f"python{version}",
-        prefix / "bin" / "python3",
-        prefix / "python.exe",
-        prefix / "python3.exe",
-    ):
-        if candidate.exists():
-            return str(candidate)
-    return shutil.which(f"python{version}") or shutil.which("python3") or "python3"
-
-
-def install_command(packages: list[str], target: Path, build: str) -> list[str]:
-    """The pip command line (``build``: "cuda", PyPI's default torch, or "cpu", PyTorch's CPU wheels)."""
-    import numpy
-
-    command = [python_executable(), "-m", "pip", "install", "--target", str(target), "--upgrade",
-               "--disable-pip-version-check", "--progress-bar", "off"]  # fmt: skip
-    if build == "cpu":
-        command += ["--index-url", CPU_INDEX, "--extra-index-url", "https://pypi.org/simple"]
-    command += [PINNED.get(p, p) for p in packages]
-    command += [f"numpy=={numpy.__version__}"]  # keep QGIS's numpy
-    return command
+    """QGIS's own Python interpreter (installer.find_python; raises InterpreterNotFound, never
+    falls back to the PATH's python3)."""
+    return find_python()
 
 
 def has_nvidia_gpu() -> bool:
@@ -79,6 +46,7 @@ class DependencyDialog(QDialog):
         self.missing = missing
         self.target = private_packages_dir()
         self.process: QProcess | None = None
+        self.python, self.output, self.failure = "", "", ""
         self.setWindowTitle("Interactive segmentation: Python packages needed")
         self.setMinimumWidth(560)
         layout = QVBoxLayout(self)
@@ -107,8 +75,8 @@ class DependencyDialog(QDialog):
         self.log.setPlaceholderText("pip's output will appear here")
         layout.addWidget(self.log)
         self.buttons = QDialogButtonBox()
-        self.install_button = self.buttons.addButton("Install", QDialogButtonBox.AcceptRole)
-        self.close_button = self.buttons.addButton(QDialogButtonBox.Close)
+        self.install_button = self.buttons.addButton("Install", QDialogButtonBox.ButtonRole.AcceptRole)
+        self.close_button = self.buttons.addButton(QDialogButtonBox.StandardButton.Close)
         self.install_button.clicked.connect(self.start_install)
         self.close_button.clicked.connect(self.reject)
         layout.addWidget(self.buttons)
@@ -118,14 +86,23 @@ class DependencyDialog(QDialog):
         return "cpu" if self.cpu.isChecked() else "cuda"
 
     def command(self) -> list[str]:
-        return install_command(self.missing, self.target, self.build)
+        """The pip command line (raises InterpreterNotFound when QGIS's Python is not found)."""
+        import numpy
+
+        return install_command(find_python(), self.missing, self.target, self.build, numpy.__version__)
 
     def start_install(self) -> None:
+        try:
+            command = self.command()
+        except InterpreterNotFound as exc:
+            self.log.appendPlainText(str(exc))
+            self.install_button.setEnabled(False)
+            return
         self.target.mkdir(parents=True, exist_ok=True)
-        command = self.command()
+        self.python, self.output = command[0], ""
         self.log.appendPlainText("$ " + " ".join(command))
         self.process = QProcess(self)
-        self.process.setProcessChannelMode(QProcess.MergedChannels)
+        self.process.setProcessChannelMode(QProcess.ProcessChannelMode.MergedChannels)
         self.process.readyReadStandardOutput.connect(self._show_output)
         self.process.finished.connect(self._finished)
         self.process.errorOccurred.connect(lambda _: self._finished(-1, None))
@@ -136,6 +113,7 @@ class DependencyDialog(QDialog):
     def _show_output(self) -> None:
         assert self.process is not None
         text = bytes(self.process.readAllStandardOutput()).decode("utf-8", "replace")
+        self.output += text
         self.log.appendPlainText(text.rstrip())
 
     def _finished(self, code: int, _status) -> None:
@@ -144,9 +122,8 @@ class DependencyDialog(QDialog):
         if code == 0:
             self.log.appendPlainText("\nInstalled. Restart QGIS to use the plugin.")
         else:
-            self.log.appendPlainText(
-                "\nThe installation failed (see above). Check the network connection, or install the "
-                f"packages yourself: {' '.join(PINNED.get(p, p) for p in self.missing)}"
-            )
+            reason = explain_failure(self.output, code, self.python, self.target)
+            self.failure = reason
+            self.log.appendPlainText(f"\nThe installation failed. {reason}")
             self.install_button.setEnabled(True)
         self.installed.emit(code == 0)

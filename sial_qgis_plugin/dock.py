@@ -1,9 +1,13 @@
 """The dock panel: the analyst's whole loop in one place. UI only; the controller does the work.
 
-From top to bottom: what to start (raster, model, device, acquisition, mode, which map to show),
-the class palette, the loop's buttons, the *Advanced* settings, the history of rounds and the
-running task's progress. The palette, the *Advanced* panel and the export menu are widgets of
-their own (class_palette.py, advanced_panel.py, export_menu.py).
+From top to bottom: what to start (setup_form.py: raster, model, device, acquisition, mode,
+which map to show), the sessions to go back to (session_list.py), the class palette, the loop's
+buttons, the *Advanced* settings, the history of rounds and the running task's progress. The
+palette, the *Advanced* panel and the export menu are widgets of their own (class_palette.py,
+advanced_panel.py, export_menu.py).
+
+Every control has a tooltip, and one that is off says why in it. The dock loads the engine (in
+the background) the first time it is shown; *Predict* comes alive when the engine is there.
 """
 
 from __future__ import annotations
@@ -11,25 +15,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from qgis.core import QgsMapLayerProxyModel
-from qgis.gui import QgsDockWidget, QgsMapLayerComboBox
-from qgis.PyQt.QtCore import Qt
+from qgis.gui import QgsDockWidget
+from qgis.PyQt.QtCore import Qt, QTimer
 from qgis.PyQt.QtGui import QKeySequence
 from qgis.PyQt.QtWidgets import (
     QAbstractItemView,
-    QButtonGroup,
-    QComboBox,
-    QFileDialog,
-    QFormLayout,
+    QFrame,
     QGridLayout,
     QHBoxLayout,
     QHeaderView,
-    QInputDialog,
     QLabel,
     QProgressBar,
     QPushButton,
-    QRadioButton,
-    QShortcut,
+    QScrollArea,
     QTableWidget,
     QTableWidgetItem,
     QToolButton,
@@ -39,21 +37,38 @@ from qgis.PyQt.QtWidgets import (
 
 from .advanced_panel import AdvancedPanel
 from .class_palette import ClassPalette
-from .environment import bundled_models, gpu_description
+from .compat import QShortcut
 from .export_menu import ExportButton
+from .session_list import SessionsBox
+from .setup_form import LOADING, NEW_MODEL_DATA, TIPS, SetupForm
 
-OTHER_MODEL = "Other bundle…"
-NEW_MODEL = "New model, learnt from clicks (SIAL)…"
-NEW_MODEL_DATA = "sial:new"
-NEW_MODEL_EXAMPLE = "building, road, vegetation, water, other"
-ACQUISITION_LABELS = {
-    "entropy": "Entropy",
-    "margin": "Margin (best two classes)",
-    "mcdropout": "MC dropout (5 passes)",
-    "odin": "ODIN",
+NO_SESSION = "Start a session first (Predict), or reopen one from the Sessions list."
+BUSY = "Wait for the running task to finish, or cancel it."
+AC_ONLY = "Retraining is off in AC mode: choose AC + DISCA, and the clicks also retrain the model."
+HISTORY_COLUMNS = (
+    ("#", "The model version: 0 is the model the session started from, then one per retraining round."),
+    ("step", "start, or retrain (one DISCA round, or one SIAL round for a new model)."),
+    ("clicks", "How many clicks the step learnt from."),
+    ("s", "The round's training time, in seconds."),
+    ("mIoU", "The map's mean IoU (%) against the reference labels chosen under Advanced, after the step."),
+)
+LOOP_TIPS = {
+    "tool": "Left click: add a point of the current class. Right click: remove the nearest. "
+    "Keys 1–9 pick the class.",
+    "undo": "Undo the last click, removal or retraining round (Ctrl+Z; the last 10 rounds can be undone).",
+    "previous": "Back to the patch visited before this one, which is marked to do again.",
+    "next": "Mark this patch done and zoom to the most uncertain patch not visited yet.",
+    "retrain": "Retrain the model on all the clicks so far, then redraw the visible extent, then the "
+    "whole map.",
+    "export": "Export the class map, class polygons, the adapted model or the clicks.",
+    "cancel": "Stop the running task: the maps and the model stay as they were before it.",
 }
-VIEWS = (("classes", "Classes"), ("uncertainty", "Uncertainty"), ("both", "Both"))
-MESSAGE_TITLE = "Interactive segmentation"
+
+
+def explain(widget: QWidget, enabled: bool, tip: str, why: str) -> None:
+    """On or off; an off control's tooltip says why."""
+    widget.setEnabled(enabled)
+    widget.setToolTip(tip if enabled else f"{tip}\nOff now: {why}")
 
 
 class SegmentationDock(QgsDockWidget):
@@ -63,18 +78,28 @@ class SegmentationDock(QgsDockWidget):
         super().__init__("Interactive segmentation", parent)
         self.setObjectName("SialSegmentationDock")
         self.controller, self.map_tool = controller, map_tool
-        self.other_model: Path | None = None
-        self.new_model_classes = ""  # the class names typed for a new SIAL model
         body = QWidget()
         layout = QVBoxLayout(body)
-        layout.addLayout(self._setup_form())
+        self.form = SetupForm(controller)
+        form = self.form  # its widgets by their old names, for scripts and tests
+        self.raster, self.model, self.device, self.acquisition = (
+            form.raster,
+            form.model,
+            form.device,
+            form.acquisition,
+        )
+        self.mode_ac, self.mode_disca, self.view_buttons = form.mode_ac, form.mode_disca, form.view_buttons
+        self.start_button = form.start_button
+        layout.addWidget(form)
+        self.sessions_box = SessionsBox(controller)
+        layout.addWidget(self.sessions_box)
         self.palette = ClassPalette()
         self.palette.picked.connect(self._pick_class)
         layout.addWidget(self.palette)
         layout.addLayout(self._loop_buttons())
         self.advanced_box = AdvancedPanel(controller)
         layout.addWidget(self.advanced_box)
-        panel = self.advanced_box  # its widgets by their old names, for scripts and tests
+        panel = self.advanced_box
         self.anchor, self.steps, self.learning_rate = panel.anchor, panel.steps, panel.learning_rate
         self.sial_steps, self.sial_superpixels = panel.sial_steps, panel.sial_superpixels
         self.click_loss, self.sial_prior, self.reference = panel.click_loss, panel.sial_prior, panel.reference
@@ -82,105 +107,59 @@ class SegmentationDock(QgsDockWidget):
         layout.addWidget(self._history_table())
         layout.addLayout(self._progress_row())
         self.status = QLabel("")
+        self.status.setWordWrap(True)
         layout.addWidget(self.status)
         layout.addStretch()
-        self.setWidget(body)
+        scroll = QScrollArea()  # a small screen scrolls the dock up and down rather than squeezing it
+        scroll.setWidgetResizable(True)
+        scroll.setFrameShape(QFrame.Shape.NoFrame)
+        scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarPolicy.ScrollBarAlwaysOff)
+        scroll.setWidget(body)
+        self.scroll, self.body = scroll, body
+        self.setWidget(scroll)
+        self._connect(body)
+        self.refresh()
+
+    def _connect(self, body: QWidget) -> None:
+        controller = self.controller
         controller.changed.connect(self.refresh)
         controller.busy_changed.connect(self._busy)
         controller.progress.connect(self._progress)
         controller.message.connect(self._message)
-        map_tool.class_chosen.connect(self.palette.select)
+        controller.engine_ready.connect(self._engine_ready)
+        controller.session_opened.connect(self._session_opened)
+        self.map_tool.class_chosen.connect(self.palette.select)
+        self.start_button.clicked.connect(self.start)
+        self.mode_ac.toggled.connect(self._mode_changed)
+        for key, button in self.view_buttons.items():
+            button.toggled.connect(lambda on, k=key: on and self._show(k))
         for index in range(9):
-            shortcut = QShortcut(QKeySequence(str(index + 1)), body, context=Qt.WidgetWithChildrenShortcut)
+            context = Qt.ShortcutContext.WidgetWithChildrenShortcut
+            shortcut = QShortcut(QKeySequence(str(index + 1)), body, context=context)
             shortcut.activated.connect(lambda i=index: self._pick_class(i))
-        self.refresh()
+        self.visibilityChanged.connect(lambda visible: visible and controller.load_engine())
+        for box in (self.sessions_box, self.palette, self.advanced_box):  # opened or folded
+            box.collapsedStateChanged.connect(lambda *_: QTimer.singleShot(0, self._fit_width))
+        self.visibilityChanged.connect(lambda visible: visible and QTimer.singleShot(0, self._fit_width))
 
     @property
     def class_buttons(self) -> list[QToolButton]:
         return self.palette.buttons
 
+    @property
+    def other_model(self) -> Path | None:
+        return self.form.other_model
+
+    @property
+    def new_model_classes(self) -> str:
+        return self.form.new_model_classes
+
     # ------------------------------------------------------------------ building
-
-    def _setup_form(self) -> QFormLayout:
-        form = QFormLayout()
-        self.raster = QgsMapLayerComboBox()
-        self.raster.setFilters(QgsMapLayerProxyModel.RasterLayer)
-        self.raster.setAllowEmptyLayer(True)
-        self.raster.setLayer(None)
-        form.addRow("Raster", self.raster)
-        form.addRow("Model", self._model_choice())
-        self.device = QComboBox()
-        gpu = gpu_description()
-        self.device.addItem("Automatic" + (f" ({gpu})" if gpu else " (CPU: no GPU found)"), "auto")
-        self.device.addItem("CPU", "cpu")
-        self.device.addItem(f"CUDA ({gpu})" if gpu else "CUDA (no GPU found)", "cuda")
-        form.addRow("Device", self.device)
-        self.acquisition = QComboBox()
-        for key, label in ACQUISITION_LABELS.items():
-            self.acquisition.addItem(label, key)
-        self.acquisition.currentIndexChanged.connect(
-            lambda: setattr(self.controller, "acquisition", self.acquisition.currentData())
-        )
-        form.addRow("Next patch by", self.acquisition)
-        form.addRow("Mode", self._mode_row())
-        form.addRow("Show", self._view_row())
-        self.start_button = QPushButton("Predict (start a session)")
-        self.start_button.clicked.connect(self.start)
-        form.addRow(self.start_button)
-        return form
-
-    def _model_choice(self) -> QComboBox:
-        """The bundled models by name, another bundle's folder, or a new model for the analyst's
-        own classes (SIAL)."""
-        self.model = QComboBox()
-        for model in bundled_models():
-            self.model.addItem(model.name, str(model.directory))
-            self.model.setItemData(self.model.count() - 1, model.description, Qt.ToolTipRole)
-        self.model.addItem(OTHER_MODEL, "")
-        self.model.addItem(NEW_MODEL, NEW_MODEL_DATA)
-        self.model.setItemData(
-            self.model.count() - 1,
-            "An untrained network for your own classes: it learns from your clicks alone, "
-            "one Retrain round after another (SIAL).",
-            Qt.ToolTipRole,
-        )
-        self.model.activated.connect(self._model_chosen)
-        return self.model
-
-    def _mode_row(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        self.mode_ac = QRadioButton("AC")
-        self.mode_ac.setToolTip("Clicks enter the model as input channels; only nearby tiles change.")
-        self.mode_disca = QRadioButton("AC + DISCA")
-        self.mode_disca.setToolTip("Also retrain the model on the clicks (Retrain): corrections spread.")
-        self.mode_ac.setChecked(True)
-        modes = QButtonGroup(self)
-        for button in (self.mode_ac, self.mode_disca):
-            modes.addButton(button)
-            row.addWidget(button)
-        self.mode_ac.toggled.connect(self._mode_changed)
-        return row
-
-    def _view_row(self) -> QHBoxLayout:
-        row = QHBoxLayout()
-        self.view_buttons: dict[str, QRadioButton] = {}
-        views = QButtonGroup(self)
-        for key, label in VIEWS:
-            button = QRadioButton(label)
-            button.toggled.connect(lambda on, k=key: on and self._show(k))
-            views.addButton(button)
-            row.addWidget(button)
-            self.view_buttons[key] = button
-        self.view_buttons["classes"].setChecked(True)
-        return row
 
     def _loop_buttons(self) -> QGridLayout:
         grid = QGridLayout()
         self.tool_button = QPushButton("Click tool")
         self.tool_button.setCheckable(True)
-        self.tool_button.setToolTip(
-            "Left click: add a point of the current class. Right click: remove the nearest."
-        )
         self.tool_button.toggled.connect(self._toggle_tool)
         self.previous_button = QPushButton("◀ Previous patch")
         self.previous_button.clicked.connect(self.controller.previous_patch)
@@ -189,20 +168,24 @@ class SegmentationDock(QgsDockWidget):
         self.retrain_button = QPushButton("Retrain (DISCA)")
         self.retrain_button.clicked.connect(self.controller.retrain)
         self.undo_button = QPushButton("Undo")
-        self.undo_button.setShortcut(QKeySequence.Undo)
+        self.undo_button.setShortcut(QKeySequence(QKeySequence.StandardKey.Undo))
         self.undo_button.clicked.connect(self.controller.undo)
-        self.export_button = ExportButton(self.controller, self._message)
+        self.export_button = ExportButton(self.controller, self.controller.say)
         buttons = (self.tool_button, self.undo_button, self.previous_button, self.next_button)
         for i, button in enumerate((*buttons, self.retrain_button, self.export_button)):
             grid.addWidget(button, i // 2, i % 2)
         return grid
 
     def _history_table(self) -> QTableWidget:
-        self.history = QTableWidget(0, 5)
-        self.history.setHorizontalHeaderLabels(["#", "step", "clicks", "s", "mIoU"])
-        self.history.setEditTriggers(QAbstractItemView.NoEditTriggers)
+        self.history = QTableWidget(0, len(HISTORY_COLUMNS))
+        for column, (title, tip) in enumerate(HISTORY_COLUMNS):
+            item = QTableWidgetItem(title)
+            item.setToolTip(tip)
+            self.history.setHorizontalHeaderItem(column, item)
+        self.history.setToolTip("The session's steps: where it started, and each retraining round.")
+        self.history.setEditTriggers(QAbstractItemView.EditTrigger.NoEditTriggers)
         self.history.verticalHeader().setVisible(False)
-        self.history.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeToContents)
+        self.history.horizontalHeader().setSectionResizeMode(QHeaderView.ResizeMode.ResizeToContents)
         self.history.horizontalHeader().setStretchLastSection(True)
         return self.history
 
@@ -210,8 +193,8 @@ class SegmentationDock(QgsDockWidget):
         row = QHBoxLayout()
         self.progress = QProgressBar()
         self.progress.setRange(0, 100)
+        self.progress.setToolTip("The running task's progress (QGIS's task bar shows it too).")
         self.cancel_button = QPushButton("Cancel")
-        self.cancel_button.setEnabled(False)
         self.cancel_button.clicked.connect(self.controller.cancel)
         row.addWidget(self.progress)
         row.addWidget(self.cancel_button)
@@ -220,48 +203,31 @@ class SegmentationDock(QgsDockWidget):
     # ------------------------------------------------------------------ actions
 
     def selected_model(self) -> str:
-        return self.model.currentData() or (str(self.other_model) if self.other_model else "")
+        return self.form.selected_model()
+
+    def choose_new_model(self, class_names: str) -> None:
+        self.form.choose_new_model(class_names)
 
     def start(self) -> None:
         """*Predict (start a session)*: a new session with what the form says."""
-        self.controller.mode = "disca" if self.mode_disca.isChecked() else "ac"
+        controller = self.controller
+        controller.mode = "disca" if self.mode_disca.isChecked() else "ac"
         self.advanced_box.apply_disca_settings()
         layer, device = self.raster.currentLayer(), self.device.currentData()
+        controller.device = device
         if self.model.currentData() == NEW_MODEL_DATA:
-            self.controller.start_from_clicks(layer, self.new_model_classes, device)
+            controller.start_from_clicks(layer, self.form.new_model_classes, device)
         else:
-            self.controller.start(layer, self.selected_model(), device)
-
-    def _model_chosen(self) -> None:
-        if self.model.currentData() == NEW_MODEL_DATA:
-            text, ok = QInputDialog.getText(
-                self,
-                "Classes of the new model",
-                "Class names, separated by commas (each optionally name:#rrggbb):",
-                text=self.new_model_classes or NEW_MODEL_EXAMPLE,
-            )
-            if ok:
-                self.choose_new_model(text)
-            return
-        if self.model.currentText() != OTHER_MODEL:
-            return
-        folder = QFileDialog.getExistingDirectory(self, "Model bundle folder (with model.json)")
-        if folder:
-            self.other_model = Path(folder)
-            self.model.setItemText(self.model.currentIndex(), f"{Path(folder).name} (other bundle)")
-
-    def choose_new_model(self, class_names: str) -> None:
-        """Select an untrained model for ``class_names`` (what the class dialog asks for)."""
-        self.new_model_classes = class_names.strip()
-        index = self.model.findData(NEW_MODEL_DATA)
-        self.model.setCurrentIndex(index)
-        self.model.setItemText(index, f"New model: {self.new_model_classes} (SIAL)")
+            controller.start(layer, self.selected_model(), device)
 
     def _mode_changed(self) -> None:
         self.controller.mode = "disca" if self.mode_disca.isChecked() else "ac"
+        self.controller.remember_state()
         self.refresh()
 
     def _show(self, view: str) -> None:
+        self.controller.view = view
+        self.controller.remember_state()
         if self.controller.layers is not None:
             self.controller.layers.show(view)
 
@@ -282,13 +248,27 @@ class SegmentationDock(QgsDockWidget):
     def refresh(self) -> None:
         """The buttons, palette, settings and history as the session now is."""
         controller = self.controller
-        has_session = controller.session is not None
-        for button in (self.tool_button, self.undo_button, self.previous_button, self.next_button,
-                       self.export_button):  # fmt: skip
-            button.setEnabled(has_session)
-        self.retrain_button.setEnabled(controller.can_retrain)
+        has_session, busy = controller.session is not None, controller.busy
+        for key, button in (("tool", self.tool_button), ("previous", self.previous_button),
+                            ("next", self.next_button)):  # fmt: skip
+            explain(button, has_session, LOOP_TIPS[key], NO_SESSION)
+        explain(
+            self.undo_button, has_session and not busy, LOOP_TIPS["undo"], BUSY if has_session else NO_SESSION
+        )
+        explain(
+            self.export_button,
+            has_session and not busy,
+            LOOP_TIPS["export"],
+            BUSY if has_session else NO_SESSION,
+        )
+        why = NO_SESSION if not has_session else AC_ONLY if not controller.can_retrain else BUSY
+        explain(self.retrain_button, controller.can_retrain and not busy, LOOP_TIPS["retrain"], why)
         self.retrain_button.setText("Retrain (SIAL)" if controller.is_sial else "Retrain (DISCA)")
+        explain(self.cancel_button, busy, LOOP_TIPS["cancel"], "Nothing is running.")
+        loading = not controller.engine_loaded
+        explain(self.start_button, not busy and not loading, TIPS["start"], LOADING if loading else BUSY)
         self.advanced_box.refresh()
+        self.sessions_box.refresh_buttons()
         self.palette.show_classes(controller.classes, controller.click_counts(), controller.current_class)
         rows = controller.history()
         self.history.setRowCount(len(rows))
@@ -298,21 +278,36 @@ class SegmentationDock(QgsDockWidget):
                       "" if row["miou"] is None else f"{row['miou']:.1f}"]  # fmt: skip
             for c, value in enumerate(values):
                 self.history.setItem(r, c, QTableWidgetItem(str(value)))
+        self._fit_width()
+
+    def _fit_width(self) -> None:
+        """At least as wide as the controls need: never cut off on the right (a scroll area alone
+        would let QGIS make the dock narrower than its buttons)."""
+        scrollbar = self.scroll.verticalScrollBar().sizeHint().width()
+        self.scroll.setMinimumWidth(self.body.minimumSizeHint().width() + scrollbar)
 
     def _busy(self, busy: bool, what: str) -> None:
-        self.cancel_button.setEnabled(busy)
-        self.start_button.setEnabled(not busy)
-        self.retrain_button.setEnabled(not busy and self.controller.can_retrain)
         self.status.setText(what + "…" if busy else "")
         self.progress.setValue(0 if busy else 100 if self.controller.session else 0)
+        self.refresh()
 
     def _progress(self, value: int, text: str) -> None:
         self.progress.setValue(value)
         self.status.setText(text)
 
     def _message(self, text: str, level: Any) -> None:
+        """The controller's sentences go to the status line (the plugin puts them in QGIS's
+        message bar, once each)."""
         self.status.setText(text)
-        from qgis.utils import iface
 
-        if iface is not None and hasattr(iface, "messageBar"):
-            iface.messageBar().pushMessage(MESSAGE_TITLE, text, level=level, duration=6)
+    def _engine_ready(self, ok: bool) -> None:
+        self.form.fill_devices(self.controller.gpu if ok else "")
+        if ok:
+            self.advanced_box.populate()
+        self.refresh()
+
+    def _session_opened(self) -> None:
+        self.form.show_session()
+        self.advanced_box.show_session()
+        self.sessions_box.refresh()
+        self.refresh()

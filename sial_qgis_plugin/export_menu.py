@@ -29,7 +29,7 @@ class ExportButton(QPushButton):
 
     def export_class_map(self) -> None:
         if path := self._save_path("Export the class map", "classes.tif", "GeoTIFF (*.tif)"):
-            self.say(f"Wrote {self.controller.export_class_map(path)}", Qgis.Success)
+            self.say(f"Wrote {self.controller.export_class_map(path)}", Qgis.MessageLevel.Success)
 
     def export_polygons(self) -> None:
         """In the background: the controller says when the polygons are written."""
@@ -40,8 +40,8 @@ class ExportButton(QPushButton):
         """A folder of the analyst's: a non-empty one gets a sub-folder named after the model."""
         folder = QFileDialog.getExistingDirectory(self, "Folder for the adapted model bundle")
         if folder and (written := self.controller.export_bundle(folder)):
-            self.say(f"Wrote the model bundle {written}", Qgis.Success)
+            self.say(f"Wrote the model bundle {written}", Qgis.MessageLevel.Success)
 
     def export_clicks(self) -> None:
         if path := self._save_path("Export the clicks", "clicks.gpkg", "GeoPackage (*.gpkg)"):
-            self.say(f"Wrote {self.controller.export_clicks(path)}", Qgis.Success)
+            self.say(f"Wrote {self.controller.export_clicks(path)}", Qgis.MessageLevel.Success)

@@ -35,7 +35,7 @@ class SessionExports:
         self._run(
             "Writing class polygons",
             lambda monitor: polygonize_classes(classes, Path(path), card, monitor),
-            lambda count: self._say(f"Wrote {count} class polygons to {path}.", Qgis.Success),
+            lambda count: self._say(f"Wrote {count} class polygons to {path}.", Qgis.MessageLevel.Success),
         )
 
     def export_bundle(self, directory: str | Path) -> Path | None:
@@ -46,7 +46,7 @@ class SessionExports:
         try:
             return self.session.export_bundle(directory)
         except UserError as exc:
-            self._say(str(exc), Qgis.Warning)
+            self._say(str(exc), Qgis.MessageLevel.Warning)
             return None
 
     def export_clicks(self, path: str | Path) -> Path:

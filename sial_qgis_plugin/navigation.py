@@ -29,11 +29,14 @@ class PatchNavigation:
         """Mark the current patch done and zoom to the most uncertain patch not visited yet."""
         if self.session is None:
             return None
+        if not self.session.patches():
+            self._say("The patch queue is empty: predict first.", Qgis.MessageLevel.Info)
+            return None
         if self._visited:
             self.session.set_patch_status(self._visited[-1], "done")
         todo = [p for p in self.session.patches() if p.status != "done" and p.patch_id not in self._visited]
         if not todo:
-            self._say("Every patch has been visited.", Qgis.Info)
+            self._say("Every patch has been visited.", Qgis.MessageLevel.Info)
             return None
         self._visited.append(todo[0].patch_id)
         self._zoom_to(todo[0])

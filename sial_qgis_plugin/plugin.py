@@ -1,20 +1,29 @@
 """The plugin object QGIS creates: toolbar action, dock, click tool and Processing provider.
 
 If torch or another engine package is missing, the plugin still loads: its action opens a dialog
-that explains and offers to install them, instead of failing with a traceback.
+that explains and offers to install them, instead of failing with a traceback. Nothing here
+imports torch: the dock loads the engine in the background the first time it is opened.
+
+The controller's sentences go to QGIS's message bar one at a time: a new one replaces the
+plugin's previous one instead of queueing behind it.
 """
 
 from __future__ import annotations
 
-from qgis.core import QgsApplication
+import contextlib
+from typing import Any
+
+from qgis.core import Qgis, QgsApplication
+from qgis.gui import QgsMessageBarItem
 from qgis.PyQt.QtCore import Qt
 from qgis.PyQt.QtGui import QIcon
-from qgis.PyQt.QtWidgets import QAction
 
+from .compat import QAction
 from .environment import PLUGIN_DIR, add_paths, missing_packages
 
 PLUGIN_NAME = "Interactive segmentation"
 ICON = PLUGIN_DIR / "icons" / "icon.svg"
+SECONDS = {Qgis.MessageLevel.Info: 5, Qgis.MessageLevel.Success: 5}  # warnings stay 10 s
 
 
 class SialPlugin:
@@ -26,6 +35,7 @@ class SialPlugin:
         self.map_tool = None
         self.dock = None
         self.missing: list[str] = []
+        self.bar_item: QgsMessageBarItem | None = None
 
     def initGui(self) -> None:  # noqa: N802 - QGIS API
         add_paths()
@@ -52,7 +62,7 @@ class SialPlugin:
         self.map_tool = ClickTool(canvas, self.controller)
         self.dock = SegmentationDock(self.controller, self.map_tool, self.iface.mainWindow())
         self.dock.setToggleVisibilityAction(self.action)
-        self.iface.addDockWidget(Qt.RightDockWidgetArea, self.dock)
+        self.iface.addDockWidget(Qt.DockWidgetArea.RightDockWidgetArea, self.dock)
         self.dock.hide()
 
     def run(self) -> None:
@@ -66,8 +76,14 @@ class SialPlugin:
         dialog.show()
         return dialog
 
-    def _push_message(self, text: str, level) -> None:
-        self.iface.messageBar().pushMessage(PLUGIN_NAME, text, level=level, duration=6)
+    def _push_message(self, text: str, level: Any) -> None:
+        """One message bar item of the plugin's at a time: the newest replaces the one before."""
+        bar = self.iface.messageBar()
+        if self.bar_item is not None:
+            with contextlib.suppress(RuntimeError):  # gone already: its time ran out
+                bar.popWidget(self.bar_item)
+        self.bar_item = QgsMessageBarItem(PLUGIN_NAME, text, level, SECONDS.get(level, 10))
+        bar.pushItem(self.bar_item)
 
     def unload(self) -> None:
         if self.controller is not None:
@@ -89,4 +105,6 @@ class SialPlugin:
             self.iface.removePluginRasterMenu(PLUGIN_NAME, self.action)
             self.action.deleteLater()
             self.action = None
+        if self.controller is not None:
+            self.controller.detach()
         self.controller = None

@@ -1,9 +1,10 @@
 """One engine task at a time, and what waits for it (part of the session controller).
 
-Predicting and retraining both change the session's maps and model, so they never overlap: a
-task runs, and what it queued (the whole raster after the visible extent) or a map update that
-clicks asked for meanwhile follows when it ends. A failed or cancelled task drops the queue and
-says why in one message.
+Loading the engine, starting or opening a session, predicting and retraining all change the
+session, its maps or its model, so they never overlap: a task runs, and what it queued (the
+whole raster after the visible extent, a session to open once the engine is loaded) or a map
+update that clicks asked for meanwhile follows when it ends. A failed or cancelled task drops
+the queue and says why in one message.
 """
 
 from __future__ import annotations
@@ -14,6 +15,8 @@ from typing import Any
 from qgis.core import Qgis, QgsApplication
 
 from .tasks import EngineTask
+
+INFO, WARNING = Qgis.MessageLevel.Info, Qgis.MessageLevel.Warning
 
 
 class TaskQueue:
@@ -28,16 +31,40 @@ class TaskQueue:
     def busy(self) -> bool:
         return self.task is not None
 
+    @property
+    def busy_with(self) -> str:
+        """What the running task does ("" when none runs), as the dock's status line says it."""
+        return self.task.description() if self.task is not None else ""
+
     def cancel(self) -> None:
         """Cancel the running task (the task bar's and the dock's Cancel)."""
         if self.task is not None:
             self.task.cancel()
 
-    def _run(self, description: str, work: Callable[[Any], Any], done: Callable[[Any], None]) -> None:
-        """Run ``work(monitor)`` in the background; ``done(result)`` then runs on the GUI thread."""
-        task = EngineTask(description, work, lambda result: self._done(done, result), self._failed)
+    def _when_idle(self, call: Callable[[], Any]) -> None:
+        """``call()`` now, or after the running task (dropped if that task fails)."""
+        if self.busy:
+            self._after.append(call)
+        else:
+            call()
+
+    def _run(
+        self,
+        description: str,
+        work: Callable[[Any], Any],
+        done: Callable[[Any], None],
+        failed: Callable[[str], str | None] | None = None,
+    ) -> None:
+        """Run ``work(monitor)`` in the background; ``done(result)`` or ``failed(error)`` then runs
+        on the GUI thread (``failed`` may return the sentence to say instead of the error)."""
+        task = EngineTask(
+            description,
+            work,
+            lambda result: self._done(done, result),
+            lambda error: self._failed(error, failed),
+        )
         task.status.connect(lambda text: self.progress.emit(int(task.progress()), text))
-        task.notice.connect(lambda text: self._say(text[0].upper() + text[1:] + ".", Qgis.Info))
+        task.notice.connect(lambda text: self._say(text[0].upper() + text[1:] + ".", INFO))
         self.task = task
         self.busy_changed.emit(True, description)
         QgsApplication.taskManager().addTask(task)
@@ -50,14 +77,17 @@ class TaskQueue:
         finally:
             self._next()
 
-    def _failed(self, error: str) -> None:
+    def _failed(self, error: str, failed: Callable[[str], str | None] | None = None) -> None:
         self.task = None
         self.busy_changed.emit(False, "")
         self._after.clear()
-        if error == "cancelled":
-            self._say("Cancelled: the maps and the model are as they were before.", Qgis.Info)
+        said = failed(error) if failed is not None else None  # it may say it better
+        if said:
+            self._say(said, INFO if error == "cancelled" else WARNING)
+        elif error == "cancelled":
+            self._say("Cancelled: the maps and the model are as they were before.", INFO)
         else:
-            self._say(error, Qgis.Warning)
+            self._say(error, WARNING)
         self._next()
 
     def _next(self) -> None:

@@ -27,7 +27,9 @@ class EngineTask(QgsTask):
         on_done: Callable[[Any], None],
         on_error: Callable[[str], None],
     ):
-        super().__init__(description, QgsTask.CanCancel)
+        # Silent: QGIS would also say "Task complete" in its message bar; the plugin says what
+        # happened itself, once (one message per event)
+        super().__init__(description, QgsTask.Flag.CanCancel | QgsTask.Flag.Silent)
         self.work, self.on_done, self.on_error = work, on_done, on_error
         self.result: Any = None
         self.error: str | None = None
@@ -49,7 +51,7 @@ class EngineTask(QgsTask):
             self.error = str(exc)
         except Exception as exc:
             self.error = f"internal error: {type(exc).__name__}: {exc} (details in the log)"
-            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.Critical)
+            QgsMessageLog.logMessage(traceback.format_exc(), LOG_TAG, Qgis.MessageLevel.Critical)
         return False
 
     def finished(self, ok: bool) -> None:

@@ -1,7 +1,7 @@
 """The house rules a newcomer relies on, checked on the sources (no imports needed).
 
-- The engine's layers import downwards only: system < model < io < predict < learn < session <
-  protocols < demo < cli (``errors`` and ``progress`` sit under all of them). ``io`` never
+- The engine's layers import downwards only: system < model < io < predict < cluster < learn <
+  session < protocols < demo < cli (``errors`` and ``progress`` sit under all of them). ``io`` never
   imports ``learn``; nothing in the engine imports ``experiments``, ``benchmarks`` or ``qgis``.
 - No import circle between the engine's modules (lazy imports inside functions included).
 - No module over 400 lines, no function over 80 lines (tests aside), no class name defined
@@ -19,7 +19,7 @@ import pytest
 from tests.helpers import REPO
 
 ENGINE = REPO / "backend"
-LAYERS = ("system", "model", "io", "predict", "learn", "session", "protocols", "demo", "cli")
+LAYERS = ("system", "model", "io", "predict", "cluster", "learn", "session", "protocols", "demo", "cli")
 """Lowest first; a module may import its own layer and the ones before it."""
 CHECKED = ("backend", "sial_qgis_plugin", "benchmarks", "experiments", "tools")
 MAX_MODULE_LINES = 400

@@ -3,6 +3,7 @@
 import subprocess
 import sys
 import zipfile
+from pathlib import Path
 
 import pytest
 
@@ -27,12 +28,12 @@ def test_the_zip_holds_the_engine_inside_the_plugin(plugin_zip):
         assert f"{PLUGIN}/engine/cli/main.py" in names and f"{PLUGIN}/engine/session/session.py" in names
         folders = {part for name in names for part in name.split("/")[:-1]}
         assert not folders & {"backend", "experiments", "benchmarks", "tests", "__pycache__"}
-        controller = archive.read(f"{PLUGIN}/controller.py").decode()
+        controller = archive.read(f"{PLUGIN}/lifecycle.py").decode()
         algorithms = archive.read(f"{PLUGIN}/processing/algorithms.py").decode()
     assert "        from .engine.session.session import Session\n" in controller  # a lazy import
     assert "    from ..engine.progress import Monitor\n" in algorithms
     assert "from backend" not in controller + algorithms
-    assert "from backend.session.session import Session" in (REPO / PLUGIN / "controller.py").read_text()
+    assert "from backend.session.session import Session" in (REPO / PLUGIN / "lifecycle.py").read_text()
 
 
 def test_the_extracted_zip_finds_its_models_and_imports_without_the_repository(plugin_zip, tmp_path):
@@ -130,3 +131,27 @@ def test_a_lazy_import_the_engine_lacks_fails_the_import_test(plugin_zip, tmp_pa
         PackageError, match=r"does not import cleanly: sial_qgis_plugin/tasks.py:2: .*NoSuchError"
     ):
         check(bad)
+
+
+def test_a_plugin_repository_lies_beside_the_zip(plugin_zip, tmp_path):
+    """plugins.xml, as QGIS's plugin manager reads it: the plugin's id (its zip's file name up to
+    the first dot), its versions, and where to download it."""
+    from urllib.parse import unquote, urlparse
+    from xml.etree import ElementTree
+
+    from package import write_repository
+
+    xml = write_repository(plugin_zip)
+    assert xml == plugin_zip.parent / "plugins.xml"
+    [plugin] = ElementTree.parse(xml).getroot().findall("pyqgis_plugin")
+    assert plugin.get("version") == "0.1.0" and plugin.get("name") == "Interactive segmentation (SIAL)"
+    assert plugin.findtext("file_name").partition(".")[0] == PLUGIN  # the folder it installs as
+    assert Path(unquote(urlparse(plugin.findtext("download_url")).path)) == plugin_zip.resolve()
+    assert plugin.findtext("qgis_minimum_version") == "3.40"
+    assert plugin.findtext("qgis_maximum_version") == "4.99"
+    assert plugin.findtext("supports_qt6") == "True" and plugin.findtext("experimental") == "True"
+    hosted = write_repository(plugin_zip, "https://example.org/sial/")
+    url = ElementTree.parse(hosted).getroot().find("pyqgis_plugin").findtext("download_url")
+    assert url == f"https://example.org/sial/{plugin_zip.name}"
+    with zipfile.ZipFile(plugin_zip) as archive:
+        assert f"{PLUGIN}/constraints.txt" in archive.namelist()  # what the installer gives pip

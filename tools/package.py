@@ -16,6 +16,11 @@ while the zip is written. Nothing of the zip goes on ``sys.path``
 
 A built zip is checked before it replaces the last one; ``--check ZIP`` checks a given zip. A
 failed check is one ``error:`` line and exit status 2.
+
+Beside the zip goes ``plugins.xml``, a QGIS plugin repository of one plugin: add its address in
+*Plugins → Manage and Install Plugins → Settings → Add…* (``file:///…/dist/plugins.xml`` for the
+folder itself, or the web address the folder is published at, given with ``--repository-url``),
+and QGIS offers each newer version as an upgrade.
 """
 
 from __future__ import annotations
@@ -23,12 +28,14 @@ from __future__ import annotations
 import argparse
 import ast
 import configparser
+import datetime
 import re
 import subprocess
 import sys
 import tempfile
 import zipfile
 from pathlib import Path
+from xml.etree import ElementTree
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 PLUGIN = "sial_qgis_plugin"
@@ -272,10 +279,57 @@ def check(zip_path: Path) -> None:
         raise PackageError(f"{zip_path} is not a zip: {exc}") from None
 
 
+# ---------------------------------------------------------------------------- the repository
+
+REPOSITORY_XML = "plugins.xml"
+XML_FIELDS = (  # plugins.xml element ← metadata.txt key (QGIS's pyplugin_installer reads these)
+    ("description", "description"), ("about", "about"), ("version", "version"),
+    ("qgis_minimum_version", "qgisMinimumVersion"), ("qgis_maximum_version", "qgisMaximumVersion"),
+    ("homepage", "homepage"), ("author_name", "author"), ("tracker", "tracker"),
+    ("repository", "repository"), ("tags", "tags"), ("experimental", "experimental"),
+    ("deprecated", "deprecated"), ("icon", "icon"), ("category", "category"),
+)  # fmt: skip
+
+
+def write_repository(zip_path: Path, base_url: str | None = None) -> Path:
+    """``plugins.xml`` beside ``zip_path``: QGIS's plugin repository format, for this one plugin.
+
+    ``base_url``: where the folder is published (default: the folder itself, as a file:// URL).
+    QGIS names a repository's plugin after its ``file_name`` up to the first dot, so that field
+    is ``sial_qgis_plugin.<version>.zip``, which makes it the installed plugin's folder name.
+    """
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(REPOSITORY / "metadata.txt", encoding="utf-8")
+    general = metadata["general"]
+    url = (base_url or zip_path.parent.resolve().as_uri()).rstrip("/") + "/" + zip_path.name
+    root = ElementTree.Element("plugins")
+    plugin = ElementTree.SubElement(root, "pyqgis_plugin", name=general["name"], version=general["version"])
+    for element, key in XML_FIELDS:
+        ElementTree.SubElement(plugin, element).text = general.get(key, "")
+    today = datetime.date.fromtimestamp(zip_path.stat().st_mtime).isoformat()
+    extra = {
+        "download_url": url,
+        "file_name": f"{PLUGIN}.{general['version']}.zip",
+        "uploaded_by": general.get("author", ""),
+        "create_date": today,
+        "update_date": today,
+        "supports_qt6": general.get("supportsQt6", "False"),
+    }
+    for element, text in extra.items():
+        ElementTree.SubElement(plugin, element).text = text
+    ElementTree.indent(root)
+    target = zip_path.parent / REPOSITORY_XML
+    ElementTree.ElementTree(root).write(target, encoding="UTF-8", xml_declaration=True)
+    return target
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/package.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("out_dir", nargs="?", type=Path, default=REPOSITORY / "dist")
     parser.add_argument("--check", type=Path, metavar="ZIP", help="only check an existing zip")
+    parser.add_argument(
+        "--repository-url", metavar="URL", help="where dist/ is published, for plugins.xml (default: file://)"
+    )
     args = parser.parse_args(argv)
     try:
         if args.check is not None:
@@ -286,7 +340,9 @@ def main(argv: list[str] | None = None) -> int:
     except PackageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    repository = write_repository(path, args.repository_url)
     print(f"{path} ({path.stat().st_size / 2**20:.1f} MiB, checked)")
+    print(f"{repository} (add it in QGIS's plugin manager as a repository: Settings → Add…)")
     return 0
 
 

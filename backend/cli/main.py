@@ -15,14 +15,39 @@ from collections.abc import Sequence
 from types import ModuleType
 
 from ..errors import Cancelled, UserError
-from . import benchmark, card, confidnet, create_model, demo, info, plot, predict, session, train
+from . import (
+    benchmark,
+    card,
+    confidnet,
+    create_model,
+    demo,
+    info,
+    plot,
+    predict,
+    predict_many,
+    session,
+    train,
+)
 from .terminal import clear_progress_line, first_line, quiet_gdal
 
 EXIT_USER_ERROR = 2
 EXIT_INTERNAL_ERROR = 1
 EXIT_CANCELLED = 130
 COMMANDS: dict[str, ModuleType] = {
-    m.NAME: m for m in (predict, demo, train, benchmark, plot, session, card, confidnet, info, create_model)
+    m.NAME: m
+    for m in (
+        predict,
+        predict_many,
+        demo,
+        train,
+        benchmark,
+        plot,
+        session,
+        card,
+        confidnet,
+        info,
+        create_model,
+    )
 }
 
 

@@ -28,6 +28,12 @@ def add_disca_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--dial-settings", action="store_true", help="DIAL's published settings (10 steps, lr 2e-6, λ 1)"
     )
+    group.add_argument(
+        "--no-guard",
+        action="store_true",
+        help="keep every round: by default a round after which more of the clicks are wrong "
+        "than before it is rolled back",
+    )
 
 
 def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
@@ -40,5 +46,17 @@ def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
         "learning_rate": args.disca_lr,
         "anchor_weight": args.anchor_weight,
         "click_loss": args.click_loss,
+        "guard": False if getattr(args, "no_guard", False) else None,
     }
     return replace(settings, **{k: v for k, v in changes.items() if v is not None})
+
+
+def add_pixel_size(parser: argparse.ArgumentParser | argparse._ArgumentGroup) -> None:
+    parser.add_argument(
+        "--pixel-size",
+        type=float,
+        metavar="METRES",
+        help="the raster's pixel size in metres, for one without a CRS: with the model card's "
+        "gsd_m it decides whether the raster is read resampled (a CRS, when there is one, says "
+        "it already)",
+    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device
+from .options import add_device, add_pixel_size
 from .terminal import monitor, print_report
 
 NAME = "predict"
@@ -46,6 +46,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="keep per-tile outputs in OUT/.sial-cache so a later run with more clicks "
         "recomputes only the tiles they touch",
     )
+    add_pixel_size(parser)
     parser.add_argument(
         "--skip-outside-clicks",
         action="store_true",
@@ -70,6 +71,7 @@ def run(args: argparse.Namespace) -> int:
         patch_size=args.patch_size,
         cache=args.cache,
         skip_outside_clicks=args.skip_outside_clicks,
+        pixel_size=args.pixel_size,
     )
     print_report(run_predict(params, monitor("predict", args)))
     return 0

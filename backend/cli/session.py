@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .options import add_device, add_disca_options, disca_settings
+from .options import add_device, add_disca_options, add_pixel_size, disca_settings
 from .terminal import monitor, print_report
 
 NAME = "session"
@@ -42,6 +42,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--adjust-prior",
         action="store_true",
         help="with --sial: after each round, correct the model for the class shares of the clicks",
+    )
+    add_pixel_size(create)
+    create.add_argument(
+        "--adapt-statistics",
+        action="store_true",
+        help="with --model: first re-estimate its BatchNorm statistics on the raster (AdaBN), into a "
+        "copy of the bundle written beside the session as SESSION-model/",
     )
     create.add_argument(
         "--starting-weights",
@@ -93,6 +100,9 @@ def _create(args: argparse.Namespace) -> int:
 
     if args.adjust_prior and not args.sial:
         raise UserError("--adjust-prior corrects SIAL rounds: it needs --sial")
+    if args.adapt_statistics and (args.classes is not None or args.model is None):
+        raise UserError("--adapt-statistics adapts a trained model: use it with --model")
+    made_model = args.classes is not None
     if args.classes is not None:
         from ..learn.new_model import create_model_for_raster, parse_classes
 
@@ -106,15 +116,30 @@ def _create(args: argparse.Namespace) -> int:
         )
     elif args.model is None:
         raise UserError("a session needs --model (or --sial --classes for a network learnt from clicks)")
+    elif args.adapt_statistics:
+        from ..learn.adabn import adapted_bundle
+
+        if args.session.exists():
+            raise UserError(f"{args.session} already exists")
+        args.model = adapted_bundle(
+            args.model, args.raster, args.session.with_name(f"{args.session.stem}-model"), args.pixel_size
+        )
+        made_model = True
     settings = SialSettings.recommended() if args.sial else None
     if settings is not None and args.adjust_prior:
         settings = replace(settings, training=replace(settings.training, adjust_prior=True))
     try:
         session = Session.create(
-            args.session, args.raster, args.model, args.device, args.starting_weights, settings
+            args.session,
+            args.raster,
+            args.model,
+            args.device,
+            args.starting_weights,
+            settings,
+            pixel_size=args.pixel_size,
         )
     except BaseException:
-        if args.classes is not None:  # the network made for this session: no session uses it
+        if made_model:  # the network made for this session: no session uses it
             shutil.rmtree(args.model, ignore_errors=True)
         raise
     size = f"{session.info.width} × {session.info.height} px"
@@ -155,6 +180,11 @@ def _remove(session: Any, args: argparse.Namespace) -> None:
 def _retrain(session: Any, args: argparse.Namespace) -> None:
     settings = disca_settings(args, session.settings) if session.settings.KIND == "disca" else None
     report = session.retrain(settings, monitor(args.action, args))
+    if not report.kept:
+        print(f"round not kept: {report.verdict.reason}")
+        return
+    if report.verdict is not None and report.verdict.warning:
+        print(f"warning: {report.verdict.warning}", file=sys.stderr)
     print(
         f"round {session.iteration}: {report.steps} steps on {report.crops} crops, {report.clicks} clicks, "
         f"{report.seconds:.1f} s, loss {report.losses[0]:.3f} → {report.losses[-1]:.3f}"

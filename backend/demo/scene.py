@@ -2,11 +2,11 @@
 
 The project may not ship the shared imagery, so the built-in example is drawn here: a coast and
 a lake, pale desert crossed by sand tracks and a highway, and a town of street blocks with
-gardens and flat-roofed buildings casting shadows, on a UTM grid near Dubai at 0.5 m, with a
-masked (nodata) corner — plus its labels in the Dubai classes (building, land, road, vegetation,
-water). Colours and texture strengths were set from the Dubai training tiles' per-class
-statistics, so the bundled model recognises most of it (58 % mIoU without clicks, measured with
-``dubai-landcover``) and the demo's clicks have real errors to fix.
+gardens and flat-roofed buildings casting shadows, on a UTM grid near Dubai at 1 m (the bundled
+models' GSD), with a masked (nodata) corner — plus its labels in the Dubai classes (building,
+land, road, vegetation, water). Colours and texture strengths were set from the Dubai training
+tiles' per-class statistics, so the bundled model recognises most of it (58 % mIoU without
+clicks, measured with ``dubai-landcover``) and the demo's clicks have real errors to fix.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ CLASS_NAMES = ("building", "land", "road", "vegetation", "water")
 LABEL_NODATA = 255
 SCENE_CRS = "EPSG:32640"  # WGS 84 / UTM zone 40N (Dubai)
 ORIGIN = (300_000.0, 2_780_000.0)
-PIXEL = 0.5
+PIXEL = 1.0  # the bundled models' gsd_m: the scene is drawn at the scale they were trained at
 STREET, TRACK, HIGHWAY = 1, 2, 3  # road surfaces, each drawn in its own colour
 Building = tuple[int, int, int, int]  # row, col, height, width
 ROOF_COLOURS = ((245, 243, 245), (200, 196, 204), (150, 146, 156), (176, 150, 135), (120, 118, 126))

@@ -92,12 +92,16 @@ class OutputStaging:
     any work if a file of the same name is someone else's.
     """
 
-    def __init__(self, out_dir: str | Path):
+    def __init__(
+        self, out_dir: str | Path, prefix: str = STAGING_PREFIX, names: Sequence[str] = PUBLISHED_FILES
+    ):
+        """``names``: what will be published, checked now; ``prefix``: the staging folder's (a
+        distributed run's blocks name their host in it, so only that host's dead staging is cleared)."""
         self.out_dir = Path(out_dir)
         if self.out_dir.exists() and not self.out_dir.is_dir():
             raise UserError(f"output path {self.out_dir} exists and is not a folder")
         if self.out_dir.is_dir():
-            check_replaceable(self.out_dir, PUBLISHED_FILES)
+            check_replaceable(self.out_dir, names)
         self.created_folder = not self.out_dir.exists()
         try:
             self.out_dir.mkdir(parents=True, exist_ok=True)
@@ -105,7 +109,7 @@ class OutputStaging:
             raise UserError(f"cannot create output folder {self.out_dir}: {exc.strerror}") from None
         if not os.access(self.out_dir, os.W_OK):
             raise UserError(f"output folder {self.out_dir} is not writable")
-        self.path = staging_folder(self.out_dir, STAGING_PREFIX)
+        self.path = staging_folder(self.out_dir, prefix)
 
     def file(self, name: str) -> Path:
         return self.path / name

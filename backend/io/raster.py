@@ -2,13 +2,12 @@
 
 Any GDAL-readable raster works. Validity comes from GDAL's mask machinery (nodata values,
 internal or sidecar masks, alpha bands), so every kind of "no data" is honoured the same way.
-A raster without georeferencing is addressed in pixel units the way QGIS shows it: x = column,
-y = −row (QGIS flips such rasters so they appear upright).
+What the raster is (:class:`RasterInfo`) comes from :mod:`.rasterinfo`; the grid the network
+reads it on (its own, or resampled to the model's GSD), from :mod:`.grid`.
 """
 
 from __future__ import annotations
 
-import re
 import threading
 import warnings
 from collections.abc import Iterator
@@ -18,131 +17,38 @@ from pathlib import Path
 
 import numpy as np
 import rasterio
-from affine import Affine
-from osgeo import osr
-from rasterio.crs import CRS
+from rasterio.enums import Resampling
 from rasterio.errors import NotGeoreferencedWarning, RasterioIOError
+from rasterio.vrt import WarpedVRT
 from rasterio.windows import Window
 
 from ..errors import UserError
 from ..model.card import InputSpec
-
-SUPPORTED_DTYPES = ("uint8", "int8", "uint16", "int16", "uint32", "int32", "float32", "float64")
-QGIS_PIXEL_TRANSFORM = Affine(1.0, 0.0, 0.0, 0.0, -1.0, 0.0)
-"""How QGIS places a raster that has no geotransform: one map unit per pixel, y pointing up."""
-
-STATISTICS_SIDE = 1024
-"""Longest side of the decimated read used for statistics (percentiles, the all-nodata check)."""
-
-
-@dataclass(frozen=True)
-class RasterInfo:
-    path: Path
-    width: int
-    height: int
-    count: int
-    dtype: str
-    crs: CRS | None
-    transform: Affine  # the file's own transform (identity when not georeferenced)
-    georeferenced: bool
-    nodata: float | None
-    notices: tuple[str, ...] = ()
-
-    @property
-    def map_transform(self) -> Affine:
-        """Pixel (col, row) → map (x, y); QGIS's convention when there is no georeferencing."""
-        return self.transform if self.georeferenced else QGIS_PIXEL_TRANSFORM
-
-    def ogr_srs(self) -> osr.SpatialReference | None:
-        """The CRS for OGR layers (x = easting/longitude order), or None without a CRS."""
-        if self.crs is None:
-            return None
-        srs = osr.SpatialReference()
-        srs.ImportFromWkt(self.crs.to_wkt())
-        srs.SetAxisMappingStrategy(osr.OAMS_TRADITIONAL_GIS_ORDER)
-        return srs
-
-    @property
-    def crs_label(self) -> str:
-        if self.crs is None:
-            return "none (pixel coordinates)"
-        epsg = self.crs.to_epsg()
-        return f"EPSG:{epsg}" if epsg else self.crs.to_string()
+from .grid import model_grid
+from .rasterinfo import (  # noqa: F401  (re-exported: what a raster is, with how it is read)
+    LOCAL_FRAME,
+    QGIS_PIXEL_TRANSFORM,
+    STATISTICS_SIDE,
+    SUPPORTED_DTYPES,
+    RasterInfo,
+    damaged_block_message,
+    inspect_raster,
+)
 
 
-def inspect_raster(path: str | Path) -> RasterInfo:
-    """Open ``path`` and describe it; every reason it cannot be used is one :class:`UserError`."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError(f"raster not found: {path}")
-    if path.is_dir():
-        raise UserError(f"{path} is a folder, not a raster")
-    if path.stat().st_size == 0:
-        raise UserError(f"{path} is an empty file, not a raster")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        try:
-            with rasterio.open(path) as dataset:
-                return _describe(path, dataset)
-        except RasterioIOError as exc:
-            raise UserError(f"{path} is not a raster GDAL can read ({_first_line(exc)})") from None
-
-
-def _describe(path: Path, dataset: rasterio.io.DatasetReader) -> RasterInfo:
-    if dataset.width == 0 or dataset.height == 0 or dataset.count == 0:
-        raise UserError(f"{path} has no pixels ({dataset.width} × {dataset.height} × {dataset.count})")
-    dtypes = set(dataset.dtypes)
-    if len(dtypes) != 1:
-        raise UserError(f"{path} mixes band data types ({', '.join(sorted(dtypes))})")
-    dtype = dataset.dtypes[0]
-    if dtype not in SUPPORTED_DTYPES:
-        raise UserError(f"{path} has {dtype} pixels; supported: {', '.join(SUPPORTED_DTYPES)}")
-    transform = dataset.transform
-    georeferenced = not (transform.is_identity and dataset.crs is None)
-    notices = []
-    crs = dataset.crs if dataset.crs else None
-    if crs is None:
-        notices.append(
-            f"{path.name} has no coordinate reference system: outputs use pixel coordinates "
-            "(x = column, y = −row, as QGIS shows such rasters)"
-        )
-    if not transform.is_rectilinear:
-        raise UserError(f"{path} has a rotated geotransform; warp it to a north-up grid first")
-    return RasterInfo(
-        path=path,
-        width=dataset.width,
-        height=dataset.height,
-        count=dataset.count,
-        dtype=dtype,
-        crs=crs,
-        transform=transform,
-        georeferenced=georeferenced,
-        nodata=dataset.nodata,
-        notices=tuple(notices),
+def _resampled(dataset: rasterio.io.DatasetReader, grid: RasterInfo, factor: float) -> WarpedVRT:
+    """``dataset`` seen on ``grid``, warped window by window as it is read (averaging when it
+    shrinks). A raster without a CRS is warped in a local frame of its own pixel units."""
+    local = {} if dataset.crs else {"src_crs": LOCAL_FRAME, "crs": LOCAL_FRAME}
+    resampling = Resampling.average if factor < 1 else Resampling.bilinear
+    return WarpedVRT(
+        dataset,
+        transform=grid.transform,
+        width=grid.width,
+        height=grid.height,
+        resampling=resampling,
+        **local,
     )
-
-
-_BLOCK_OFFSETS = re.compile(r"X offset (\d+), Y offset (\d+)")
-
-
-def damaged_block_message(
-    path: Path, exc: Exception, dataset: rasterio.io.DatasetReader, window: Window | None
-) -> str:
-    """ "R.tif is damaged: the block at row …, column … cannot be read" from GDAL's failure."""
-    block_rows, block_cols = dataset.block_shapes[0]
-    found = _BLOCK_OFFSETS.search(str(exc))
-    if found:
-        where = f"the block at row {int(found[2]) * block_rows}, column {int(found[1]) * block_cols}"
-    elif window is not None:
-        where = f"the pixels from row {int(window.row_off)}, column {int(window.col_off)}"
-    else:
-        where = "part of it"
-    return f"{path} is damaged: {where} cannot be read ({_first_line(exc).split(': ')[-1]})"
-
-
-def _first_line(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[0] if text else type(exc).__name__
 
 
 @dataclass
@@ -158,8 +64,11 @@ class BandScaling:
 class RasterSource:
     """A raster opened for a model's input spec: validated, normalised, thread-safe reads."""
 
-    def __init__(self, path: str | Path, spec: InputSpec):
-        self.info = inspect_raster(path)
+    def __init__(self, path: str | Path, spec: InputSpec, pixel_size: float | None = None):
+        """``pixel_size``: the raster's pixel size in metres, for one without a CRS; with the
+        card's ``gsd_m`` it decides the grid the network reads (:mod:`.grid`)."""
+        self.grid = model_grid(inspect_raster(path), spec.gsd_m, pixel_size)
+        self.info = self.grid.info  # the grid everything downstream works on
         self.spec = spec
         self._local = threading.local()
         self._handles: list[rasterio.io.DatasetReader] = []
@@ -180,6 +89,8 @@ class RasterSource:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", NotGeoreferencedWarning)
                 dataset = rasterio.open(self.info.path)
+                if self.grid.scaled:
+                    dataset = _resampled(dataset, self.info, self.grid.factor)
             self._local.dataset = dataset
             with self._lock:
                 self._handles.append(dataset)

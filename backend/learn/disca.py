@@ -2,15 +2,16 @@
 
 loss = click term + λ · L1(softmax(f(x; θ)), p₀)
 
-- The click term is cross-entropy at the clicked pixels, averaged over the clicks (DIAL), or
-  SIAL's Error-Weighted Dice Loss.
+- The click term is cross-entropy at the clicked pixels, each clicked class weighing the same
+  (DIAL averages over the clicks: seven clicks of one class out of ten then push that class over
+  the whole map), or SIAL's Error-Weighted Dice Loss.
 - p₀ is the initial model's softmax on the same crop without clicks. That is the map the
   analyst started from: the anchor keeps far-away pixels where they were.
 
 Training uses square crops around the clicks (all clicks inside a crop count). The click channels
 of a crop are zeroed at random, so the network does not lean on them alone. BatchNorm statistics
 and affine parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast where the
-hardware has it.
+hardware has it. After the round the guard (:mod:`.round_check`) may roll it back.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from ..model.card import ModelCard
 from ..model.network import bfloat16_if_supported, freeze_batchnorm, softmax_probabilities
 from ..progress import Monitor
 from .losses import anchor_l1, click_cross_entropy, error_weighted_dice
+from .round_check import CHECK_CROPS, RoundCheck, Verdict, far_origins, judge_round
 
 CLICK_LOSSES = ("ce", "ewdl")
 
@@ -50,11 +52,13 @@ class DiscaSettings:
     replay: int = 64  # crops kept around the most recent clicks, so older clicks are not forgotten
     anchor_crops: int = 2  # random crops per round held to the initial prediction (no drift elsewhere)
     seed: int = 0
+    guard: bool = True  # roll back a round the guard judges worse (learn/round_check.py)
+    balance_classes: bool = True  # each clicked class weighs the same in the click term (BENCHMARKS.md)
 
     @classmethod
     def dial(cls) -> DiscaSettings:
         """DIAL's published settings: 10 SGD steps at 2e-6, λ = 1."""
-        return cls(steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0)
+        return cls(steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0, balance_classes=False)
 
     def check(self) -> None:
         if self.click_loss not in CLICK_LOSSES:
@@ -77,6 +81,12 @@ class RetrainReport:
     click_losses: list[float] = field(default_factory=list)
     anchor_losses: list[float] = field(default_factory=list)
     prior_shift: dict[str, Any] | None = None  # the class-prior correction left in the weights
+    check: RoundCheck | None = None  # the round guard's measurements (learn/round_check.py)
+    verdict: Verdict | None = None  # its judgement (None: the guard is off); not kept: rolled back
+
+    @property
+    def kept(self) -> bool:
+        return self.verdict is None or self.verdict.kept
 
 
 AnchorFunction = Callable[[torch.Tensor], torch.Tensor]
@@ -225,6 +235,9 @@ class Disca:
         x, valid, p0, index, classes = self._batch(source, clicks)
         generator = torch.Generator().manual_seed(settings.seed * 7919 + self.rounds)
         held = self._held_crops(source, clicks, generator) or (x[:0], valid[:0], p0[:0])
+        probe = self._probe(source, clicks, x, index, classes, generator)
+        before = self._probe_classes(probe)
+        saved = {k: v.clone() for k, v in self.network.state_dict().items()} if settings.guard else None
         network = self.network
         network.train()
         for parameter in network.parameters():
@@ -254,7 +267,9 @@ class Disca:
                 if settings.click_loss == "ewdl":
                     click_term = error_weighted_dice(logits, step_index, step_classes, settings.error_weight)
                 else:
-                    click_term = click_cross_entropy(logits, step_index, step_classes)
+                    click_term = click_cross_entropy(
+                        logits, step_index, step_classes, settings.balance_classes
+                    )
                 probabilities = logits.softmax(dim=1)
                 mask = step_valid[:, None].expand_as(probabilities)
                 anchor_term = anchor_l1(probabilities[mask], step_p0[mask])
@@ -271,8 +286,35 @@ class Disca:
             for parameter in network.parameters():
                 parameter.requires_grad_(False)
         self.rounds += 1
+        report.check = RoundCheck.of_samples(before, self._probe_classes(probe), *probe[1:])
+        if saved is not None:
+            report.verdict = judge_round(report.check, [c.name for c in self.card.classes])
+            if not report.verdict.kept:
+                self.network.load_state_dict(saved)
         report.seconds = time.perf_counter() - started
         return report
+
+    def _probe(
+        self,
+        source: RasterSource,
+        clicks: Sequence[Click],
+        x: torch.Tensor,
+        index: torch.Tensor,
+        classes: torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """What the round guard looks at before and after the round: the newest click crops (the
+        clicks in them, with their classes) and crops far from every click (with validity)."""
+        near = torch.arange(min(CHECK_CROPS, x.shape[0]), device=self.device)
+        inside = index[:, 0] < near.numel()
+        origins = far_origins(clicks, source.info.height, source.info.width, self.settings.crop, generator)
+        far, far_valid = self._crops(source, clicks, origins) if origins else (x[:0], x[:0, 0] > 0)
+        return torch.cat([x[near], far]), index[inside], classes[inside], far_valid
+
+    def _probe_classes(self, probe: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        self.network.eval()
+        with torch.inference_mode():
+            return self.network(probe[0]).argmax(dim=1)
 
 
 def _clicks_in(

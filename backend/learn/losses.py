@@ -20,8 +20,17 @@ def gather_clicked(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     return logits[index[:, 0], :, index[:, 1], index[:, 2]]
 
 
-def click_cross_entropy(logits: torch.Tensor, index: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
-    return F.cross_entropy(gather_clicked(logits, index).float(), classes)
+def click_cross_entropy(
+    logits: torch.Tensor, index: torch.Tensor, classes: torch.Tensor, balanced: bool = False
+) -> torch.Tensor:
+    """``balanced``: every clicked class weighs the same, however many clicks it has."""
+    clicked = gather_clicked(logits, index).float()
+    if not balanced:
+        return F.cross_entropy(clicked, classes)
+    per_click = F.cross_entropy(clicked, classes, reduction="none")
+    counts = torch.bincount(classes, minlength=logits.shape[1]).float()
+    weights = 1.0 / counts[classes]
+    return (per_click * weights).sum() / weights.sum()
 
 
 def error_weighted_dice(

@@ -132,10 +132,25 @@ def predict_in_memory(
     return maps, scores
 
 
+def check_labels_grid(truth: np.ndarray, labels: str | Path, width: int, height: int) -> None:
+    """Labels must lie on the raster's grid (benchmarks score pixel by pixel)."""
+    if truth.shape != (height, width):
+        raise UserError(
+            f"labels {labels} are {truth.shape[1]} × {truth.shape[0]} px but the raster is "
+            f"{width} × {height}: they must share the grid"
+        )
+
+
 def score(predicted: np.ndarray, truth: np.ndarray, class_names: Sequence[str]) -> Scores:
     if predicted.shape != truth.shape:
         raise UserError(
             f"labels are {truth.shape[1]} × {truth.shape[0]} px but the raster is "
             f"{predicted.shape[1]} × {predicted.shape[0]}: they must share the grid"
+        )
+    labelled = truth[truth != LABEL_NODATA]
+    if labelled.size and int(labelled.max()) >= len(class_names):
+        raise UserError(
+            f"the labels hold class {int(labelled.max())} but the model has {len(class_names)} classes "
+            f"(0–{len(class_names) - 1}): re-code them (--class-map) or choose labels for this model"
         )
     return Scores(confusion_matrix(predicted, truth, len(class_names)), class_names)

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +26,7 @@ from ..io.tiling import Patch, Tile, TileGrid
 from ..model.bundle import ModelBundle
 from ..model.network import fold_batchnorm
 from ..progress import Monitor
-from ..system.runtime import default_batch_size, resolve_device, synchronize
+from ..system.runtime import default_batch_size, describe_device, resolve_device, synchronize
 from .blending import Accumulator
 from .uncertainty import Acquisition, run_network
 
@@ -122,6 +123,19 @@ class Predictor:
                     "`python -m backend confidnet MODEL --config CONFIG`"
                 )
             self.confidnet = self.confidnet.to(self.device).to(memory_format=torch.channels_last).eval()
+
+    def describe(self) -> dict[str, Any]:
+        """What run.json says of the model and how it ran (one prediction, or one block of many)."""
+        card = self.card
+        return {
+            "model": {"name": card.name, "version": card.version, "sha256": card.weights_sha256},
+            "device": describe_device(self.device),
+            "device_type": self.device.type,
+            "acquisition": self.acquisition.name,
+            "tile_size": self.tile,
+            "overlap": self.overlap,
+            "batch_size": self.batch_size,
+        }
 
     # ------------------------------------------------------------------ tiles
 

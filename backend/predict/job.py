@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import shutil
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -34,11 +34,12 @@ from ..io.outputs import (
     write_patches,
 )
 from ..io.raster import RasterSource
+from ..io.regrid import write_back
 from ..io.tiling import Tile, TileGrid, patch_grid
 from ..model.bundle import ModelBundle, load_bundle
 from ..progress import Monitor
 from ..system.diskspace import disk_full_error, is_disk_full
-from ..system.runtime import Timings, describe_device, peak_rss_mb
+from ..system.runtime import Timings, peak_rss_mb
 from .inference import PatchScores, Predictor
 from .planning import MAIN_FILES, RunPlan
 from .reuse import CACHE_DIR, cache_key, reusable_cache
@@ -67,6 +68,8 @@ class PredictParameters:
     """(row0, col0, row1, col1): recompute only the tiles over this window, now, and keep the
     cached tiles elsewhere even if the model changed. A quick preview (the visible extent after
     retraining); a normal run afterwards recomputes everything."""
+    pixel_size: float | None = None
+    """The raster's pixel size in metres, for one without a CRS (see :mod:`..io.grid`)."""
 
 
 @dataclass
@@ -98,7 +101,7 @@ def run_predict(params: PredictParameters, monitor: Monitor | None = None) -> Pr
         monitor.report(0.0, "loading the model")
         bundle = params.bundle or _load(params.model_dir)
     with timings.stage("open_raster"):
-        source = RasterSource(params.raster, bundle.card.input)
+        source = RasterSource(params.raster, bundle.card.input, params.pixel_size)
     with source:
         if not source.has_valid_pixels():
             raise UserError(f"every pixel of {source.info.path.name} is nodata: nothing to predict")
@@ -118,6 +121,10 @@ def _predict(
     """Everything after the model and the raster are open; returns run.json's content."""
     card, info = bundle.card, source.info
     notices = list(info.notices) + source.scaling.notices
+    if source.grid.scaled and (params.cache or params.refresh_region):
+        # The tile cache holds tiles of the network's grid; the published maps are on the raster's.
+        notices.append("on a resampled grid every update predicts the whole raster (no tile cache)")
+        params = replace(params, cache=False, refresh_region=None)
     with timings.stage("read_clicks"):
         clicks, outside = _clicks(params, source, card, notices)
     acquisition = Acquisition(params.acquisition, mc_passes=params.mc_passes, mc_rate=card.mc_dropout_rate)
@@ -143,31 +150,20 @@ def _predict(
     try:
         mode, tiles_done, cache = _compute(job, plan, key)
         monitor.check()
+        if source.grid.scaled:
+            with timings.stage("write_back"):
+                monitor.report(0.955, "writing the maps on the raster's own grid")
+                write_back(job.staging.path, source.grid, card, list(card.input.bands))
         ranked = _finish(job, card, acquisition)
         timings.seconds["total"] = time.perf_counter() - started
-        run = {
-            "engine_version": __version__,
-            "raster": str(Path(params.raster).resolve()),
-            "width": info.width,
-            "height": info.height,
-            "crs": info.crs_label,
-            "model": {"name": card.name, "version": card.version, "sha256": card.weights_sha256},
-            "device": describe_device(predictor.device),
-            "device_type": predictor.device.type,
-            "acquisition": acquisition.name,
-            "tile_size": predictor.tile,
-            "overlap": predictor.overlap,
-            "batch_size": predictor.batch_size,
+        run = _record(params, source, predictor, timings, notices)
+        run |= {
             "patch_size": patch_size,
             "tile_count": len(grid),
             "tiles_computed": tiles_done,
             "mode": mode,
             "clicks": {"used": len(clicks), "outside": len(outside)},
             "patches_ranked": ranked,
-            "normalization": source.scaling.description,
-            "seconds": timings.rounded(),
-            "peak_memory_mib": round(peak_rss_mb(), 1),
-            "notices": notices,
         }
         if predictor.device.type == "cuda":
             run["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(predictor.device) / 2**20, 1)
@@ -185,6 +181,30 @@ def _predict(
             raise disk_full_error(Path(params.out_dir)) from None
         raise
     return run
+
+
+def _record(
+    params: PredictParameters,
+    source: RasterSource,
+    predictor: Predictor,
+    timings: Timings,
+    notices: list[str],
+) -> dict[str, Any]:
+    """run.json's description of the run: what was read, with which model, how, how long."""
+    info = source.info
+    return {
+        "engine_version": __version__,
+        "raster": str(Path(params.raster).resolve()),
+        "width": source.grid.raster.width,
+        "height": source.grid.raster.height,
+        "crs": info.crs_label,
+        "model_grid": source.grid.describe() if source.grid.scaled else None,
+        **predictor.describe(),
+        "normalization": source.scaling.description,
+        "seconds": timings.rounded(),
+        "peak_memory_mib": round(peak_rss_mb(), 1),
+        "notices": notices,
+    }
 
 
 @dataclass
@@ -273,8 +293,8 @@ def _load(model_dir: Path | None) -> ModelBundle:
 def _clicks(
     params: PredictParameters, source: RasterSource, card: Any, notices: list[str]
 ) -> tuple[list[Click], list]:
-    if params.click_list is not None:
-        return list(params.click_list), []
+    if params.click_list is not None:  # raster pixels (a session's): onto the network's grid
+        return source.grid.clicks_to_model(params.click_list), []
     if params.clicks is None:
         return [], []
     if not card.clicks.enabled:

@@ -34,9 +34,10 @@ from ..io.clicks import Click, write_clicks
 from ..io.outputs import MAP_FILES
 from ..io.raster import RasterSource
 from ..io.tiling import Patch, TileGrid, patch_grid
-from ..learn.disca import Disca, DiscaSettings, anchor_from
+from ..learn.adabn import adapt_batchnorm
+from ..learn.disca import Disca, DiscaSettings, RetrainReport, anchor_from
 from ..model.bundle import ModelBundle, load_bundle
-from ..predict.evaluation import ArrayMaps, Scores, read_labels, score
+from ..predict.evaluation import ArrayMaps, Scores, check_labels_grid, read_labels, score
 from ..predict.inference import PatchScores, Predictor
 from ..predict.uncertainty import Acquisition
 from ..progress import Monitor
@@ -67,6 +68,8 @@ class BenchmarkParameters:
     patch_size: int = 256
     class_map: dict[int, int] | None = None
     disca: DiscaSettings = field(default_factory=DiscaSettings)
+    pixel_size: float | None = None  # the raster's, when it has no CRS (io/grid.py)
+    adapt_statistics: bool = False  # AdaBN on the raster before anything (learn/adabn.py)
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -120,13 +123,13 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
         bundle = replace(bundle, network=copy.deepcopy(bundle.network))  # keeps the ConfidNet head
     card = bundle.card
     truth = read_labels(params.labels, params.class_map)
-    with RasterSource(params.raster, card.input) as source, tempfile.TemporaryDirectory() as scratch:
-        info = source.info
-        if truth.shape != (info.height, info.width):
-            raise UserError(
-                f"labels {params.labels} are {truth.shape[1]} × {truth.shape[0]} px but the raster is "
-                f"{info.width} × {info.height}: they must share the grid"
-            )
+    source = RasterSource(params.raster, card.input, params.pixel_size)
+    with source, tempfile.TemporaryDirectory() as scratch:
+        info = source.grid.raster
+        check_labels_grid(truth, params.labels, info.width, info.height)
+        if params.adapt_statistics:
+            bundle = replace(bundle, network=copy.deepcopy(bundle.network))
+            adapt_batchnorm(bundle.network, card, source)
         run = _Annotation(params, bundle, source, truth, Path(scratch))
         monitor.report(0.0, "initial prediction")
         t0 = time.perf_counter()
@@ -136,7 +139,7 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
         steps = _click_loop(run, params, monitor)
         final = run.score() if steps else initial
         claim(params.out_dir, BENCHMARK_OUTPUTS)
-        write_maps(params.out_dir, info, card, run.maps)
+        write_maps(params.out_dir, info, card, run.raster_maps())
     result = {
         "initial_miou": round(initial.miou, 3),
         "final_miou": round(final.miou, 3),
@@ -145,6 +148,7 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
         "steps": steps,
         "raster": str(Path(params.raster).resolve()),
         "labels": str(Path(params.labels).resolve()),
+        "model_grid": source.grid.describe() if source.grid.scaled else None,
         "model": {"name": card.name, "sha256": card.weights_sha256},
         "mode": params.mode,
         "order": params.order,
@@ -152,6 +156,7 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
         "patch_size": params.patch_size,
         "seed": params.seed,
         "disca": asdict(params.disca) if params.mode == "disca" else None,
+        "adapt_statistics": params.adapt_statistics,
         "device": describe_device(run.predictor.device),
         "initial_prediction_seconds": round(initial_seconds, 3),
         "seconds_per_click": round(float(np.mean([s["seconds"] for s in steps])), 3) if steps else None,
@@ -159,7 +164,7 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
         "engine_version": __version__,
     }
     (params.out_dir / BENCHMARK_FILE).write_text(json.dumps(result, indent=2) + "\n")
-    write_clicks(params.out_dir / "clicks.gpkg", run.clicks, info, card)
+    write_clicks(params.out_dir / "clicks.gpkg", run.clicks, source.info, card)
     plot_runs([result], params.out_dir / PLOT_FILE)
     return result
 
@@ -176,7 +181,9 @@ class _Annotation:
         scratch: Path,
     ):
         card, info = bundle.card, source.info
-        self.card, self.source, self.truth = card, source, truth
+        self.card, self.source = card, source
+        self.raster_truth = truth  # scored against, on the raster's grid
+        self.truth = source.grid.to_model_array(truth)  # what the annotator sees, on the network's
         self.names = [c.name for c in card.classes]
         order = "entropy" if params.order == "random" else params.order
         acquisition = Acquisition(order, mc_rate=card.mc_dropout_rate)
@@ -202,20 +209,30 @@ class _Annotation:
         cache = self.cache if self.disca is None else None
         self.predictor.predict_raster(self.source, self.clicks, self.maps, self.scores, cache)  # type: ignore[arg-type]
 
-    def add(self, click: Click) -> float | None:
+    def add(self, click: Click) -> RetrainReport | None:
         """The maps after one more click: AC updates the tiles it touches, DISCA retrains and
-        predicts everything. Returns DISCA's training seconds (None for AC)."""
+        predicts everything (its round guard may roll the round back). Returns DISCA's report."""
         self.clicks.append(click)
         if self.disca is None:
             touched = self.grid.tiles_within_distance(click.row, click.col, self.card.clicks.radius)
             self.predictor.update_tiles(self.source, self.clicks, touched, self.cache, self.maps, self.scores)  # type: ignore[arg-type]
             return None
-        seconds = self.disca.retrain(self.source, self.clicks).seconds
+        report = self.disca.retrain(self.source, self.clicks)
         self.predict_all()
-        return seconds
+        return report
 
     def score(self) -> Scores:
-        return score(self.maps.classes, self.truth, self.names)
+        return score(self.source.grid.to_raster_array(self.maps.classes), self.raster_truth, self.names)
+
+    def raster_maps(self) -> ArrayMaps:
+        """The maps on the raster's grid (nearest neighbour), as the benchmark writes them."""
+        grid = self.source.grid
+        maps = ArrayMaps(grid.raster.height, grid.raster.width)
+        maps.classes, maps.uncertainty = (
+            grid.to_raster_array(self.maps.classes),
+            grid.to_raster_array(self.maps.uncertainty),
+        )
+        return maps
 
 
 def _click_loop(run: _Annotation, params: BenchmarkParameters, monitor: Monitor) -> list[dict[str, Any]]:
@@ -235,7 +252,7 @@ def _click_loop(run: _Annotation, params: BenchmarkParameters, monitor: Monitor)
             continue
         visits_without_click = 0
         step_started = time.perf_counter()
-        retrain_seconds = run.add(click)
+        retrained = run.add(click)
         seconds = time.perf_counter() - step_started
         current = run.score()
         steps.append({
@@ -243,7 +260,8 @@ def _click_loop(run: _Annotation, params: BenchmarkParameters, monitor: Monitor)
             "miou": round(current.miou, 3),
             "per_class_iou": current.per_class(),
             "seconds": round(seconds, 3),
-            "retrain_seconds": None if retrain_seconds is None else round(retrain_seconds, 3),
+            "retrain_seconds": None if retrained is None else round(retrained.seconds, 3),
+            "kept": None if retrained is None else retrained.kept,
             "patch": patch.index,
             "click": [click.row, click.col, click.class_id],
         })  # fmt: skip

@@ -84,7 +84,11 @@ def write_model_card(model_dir: Path, failure_modes: Sequence[str] = (), notes: 
     p = card.provenance
     config = p.get("config", {})
     norm = card.input.normalization
-    gsd = card.input.gsd_m or "not given with the data (about 0.5–1 m)"
+    gsd = (
+        f"{card.input.gsd_m:g} m ({p['gsd_estimate']})"
+        if card.input.gsd_m and p.get("gsd_estimate")
+        else card.input.gsd_m or "not given with the data"
+    )
     sha = sha256_of(model_dir / card.weights_file)[:16]
     lines = [
         f"# {card.name}",

@@ -28,7 +28,7 @@ class TrainedRound:
     """A retraining round computed but not yet recorded."""
 
     iteration: int
-    checkpoint: str
+    checkpoint: str  # "": the round guard rolled it back, and nothing is recorded
     clicks: int
     report: RetrainReport
 

@@ -28,13 +28,7 @@ from ..model.bundle import load_bundle, save_bundle, sha256_of
 from ..predict.job import PredictParameters, PredictReport, run_predict
 from ..progress import Monitor
 from ..system.runtime import resolve_device
-from .checkpoints import (
-    KEEP_CHECKPOINTS,
-    checkpoint_name,
-    remove_checkpoint,
-    remove_orphans,
-    to_prune,
-)
+from .checkpoints import KEEP_CHECKPOINTS, checkpoint_name, remove_checkpoint, remove_orphans, to_prune
 from .lock import SessionLock, released_on_failure
 from .rounds import TrainedRound
 from .settings import RoundSettings, settings_from_meta, settings_of_last_round, settings_to_meta
@@ -65,6 +59,7 @@ class Session:
         except (KeyError, TypeError):
             raise store.damaged("its 'session' table does not say which raster and model") from None
         self.info = inspect_raster(self.raster)
+        self.pixel_size = meta.get("pixel_size_m")  # None: from the CRS, or not known
         self.settings = _settings_or_damaged(store, meta.get("disca", {}))
         self.checkpoints = path.with_suffix(".checkpoints")
         self.outputs = path.with_suffix(".outputs")
@@ -88,10 +83,11 @@ class Session:
         device: str = "auto",
         starting_weights: str | Path | None = None,
         settings: RoundSettings | None = None,
+        pixel_size: float | None = None,
     ) -> Session:
         """A new session. ``starting_weights`` (a checkpoint or bundle weights file) continues the
         adaptation of an earlier image instead of starting from the bundle (DIAL's sequential
-        learning)."""
+        learning). ``pixel_size``: the raster's, in metres, when it has no CRS (:mod:`..io.grid`)."""
         path = Path(path)
         info = inspect_raster(raster)
         bundle = load_bundle(model_dir)
@@ -99,8 +95,8 @@ class Session:
             raise UserError(f"{path} already exists: open it, or choose another session file")
         if starting_weights is not None and Path(starting_weights).is_dir():  # another bundle
             starting_weights = Path(starting_weights) / load_bundle(starting_weights).card.weights_file
-        with RasterSource(raster, bundle.card.input):
-            pass  # checks the band count against the model
+        with RasterSource(raster, bundle.card.input, pixel_size):
+            pass  # checks the band count against the model, and the pixel size
         metadata = {
             "format": SESSION_FORMAT,
             "engine": __version__,
@@ -109,6 +105,7 @@ class Session:
             "model_sha256": bundle.card.weights_sha256,
             "starting_weights": str(Path(starting_weights).resolve()) if starting_weights else None,
             "disca": settings_to_meta(settings or DiscaSettings()),
+            "pixel_size_m": pixel_size,
             "created": now(),
         }
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -237,12 +234,15 @@ class Session:
             self.settings = settings
         self.settings.check()
         iteration = self.iteration + 1
-        with RasterSource(self.raster, self.bundle.card.input) as source:
-            name, report = self.weights.train(self.settings, source, clicks, iteration, monitor)
+        with RasterSource(self.raster, self.bundle.card.input, self.pixel_size) as source:
+            on_grid = source.grid.clicks_to_model(clicks)  # stored on raster pixels
+            name, report = self.weights.train(self.settings, source, on_grid, iteration, monitor)
         return TrainedRound(iteration, name, len(clicks), report)
 
     def commit_round(self, trained: TrainedRound) -> None:
-        """The database half of :meth:`retrain` (on the thread that owns the session)."""
+        """The database half of :meth:`retrain` (on the session's thread); none for a rolled-back round."""
+        if not trained.checkpoint:
+            return
         details = {
             "settings": asdict(self.settings),
             "losses": trained.report.losses,
@@ -336,6 +336,7 @@ class Session:
             device=str(self.device),
             cache=True,
             refresh_region=region,
+            pixel_size=self.pixel_size,
             **options,
         )
 

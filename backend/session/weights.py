@@ -95,8 +95,9 @@ class SessionWeights:
         iteration: int,
         monitor: Monitor | None,
     ) -> tuple[str, RetrainReport]:
-        """One round in memory, then its checkpoint ``round-<iteration>``; on any failure the
-        network goes back to the current round's weights, untouched."""
+        """One round in memory, then its checkpoint ``round-<iteration>`` (none, ``""``, for a
+        round the guard rolled back); on any failure the network goes back to the current round's
+        weights, untouched."""
         assert self.current is not None
         try:
             if isinstance(settings, SialSettings):
@@ -108,6 +109,8 @@ class SessionWeights:
                 report = disca_round(
                     self._disca_engine(settings), settings, source, clicks, self.prior(), monitor
                 )
+            if not report.kept:  # the guard rolled it back: nothing to keep
+                return "", report
             name = checkpoint_name(iteration)
             save_state(self.bundle.network, self.checkpoints / name)
         except BaseException:

@@ -9,9 +9,9 @@ from pathlib import Path
 from typing import Any
 
 from qgis.core import (
+    Qgis,
     QgsFeature,
     QgsFeatureSink,
-    QgsProcessing,
     QgsProcessingAlgorithm,
     QgsProcessingException,
     QgsProcessingParameterEnum,
@@ -27,7 +27,9 @@ from qgis.core import (
 
 from sial_qgis_plugin.environment import bundled_models
 
-ACQUISITIONS = ["entropy", "margin", "mcdropout", "odin"]
+ACQUISITIONS = ["entropy", "margin", "mcdropout", "odin", "confidnet"]
+"""The engine's acquisition functions; ``confidnet`` needs a bundle with a ConfidNet head (the
+engine says so when it has none)."""
 DEVICES = ["auto", "cpu", "cuda"]
 
 
@@ -68,12 +70,12 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
 
     def flags(self):
         # torch runs its own threads; several algorithms at once would only compete for the cores.
-        return super().flags() | QgsProcessingAlgorithm.FlagNoThreading
+        return super().flags() | Qgis.ProcessingAlgorithmFlag.NoThreading
 
     def _model_parameter(self) -> None:
         models = bundled_models()
         default = str(models[0].directory) if models else None
-        folder = QgsProcessingParameterFile.Folder
+        folder = Qgis.ProcessingFileParameterBehavior.Folder
         self.addParameter(
             QgsProcessingParameterFile("MODEL", "Model bundle (folder)", folder, defaultValue=default)
         )
@@ -83,7 +85,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
         self.addParameter(QgsProcessingParameterRasterDestination("OUTPUT_UNCERTAINTY", "Uncertainty"))
         self.addParameter(
             QgsProcessingParameterFeatureSink(
-                "OUTPUT_PATCHES", "Ranked patches", QgsProcessing.TypeVectorPolygon
+                "OUTPUT_PATCHES", "Ranked patches", Qgis.ProcessingSourceType.VectorPolygon
             )
         )
 
@@ -104,7 +106,7 @@ class EngineAlgorithm(QgsProcessingAlgorithm):
             parameters, "OUTPUT_PATCHES", context, patches.fields(), patches.wkbType(), patches.crs()
         )
         for feature in patches.getFeatures():
-            sink.addFeature(QgsFeature(feature), QgsFeatureSink.FastInsert)
+            sink.addFeature(QgsFeature(feature), QgsFeatureSink.Flag.FastInsert)
         results["OUTPUT_PATCHES"] = sink_id
         return results
 
@@ -129,7 +131,7 @@ class PredictAlgorithm(EngineAlgorithm):
             QgsProcessingParameterFeatureSource(
                 "CLICKS",
                 "Correction clicks (points with class_id)",
-                [QgsProcessing.TypeVectorPoint],
+                [Qgis.ProcessingSourceType.VectorPoint],
                 optional=True,
             )
         )
@@ -178,13 +180,15 @@ class RankAlgorithm(EngineAlgorithm):
             QgsProcessingParameterNumber(
                 "PATCH_SIZE",
                 "Patch size (pixels)",
-                QgsProcessingParameterNumber.Integer,
+                Qgis.ProcessingNumberParameterType.Integer,
                 defaultValue=512,
                 minValue=16,
             )
         )
         self.addParameter(
-            QgsProcessingParameterFeatureSink("OUTPUT", "Ranked patches", QgsProcessing.TypeVectorPolygon)
+            QgsProcessingParameterFeatureSink(
+                "OUTPUT", "Ranked patches", Qgis.ProcessingSourceType.VectorPolygon
+            )
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
@@ -200,7 +204,7 @@ class RankAlgorithm(EngineAlgorithm):
             parameters, "OUTPUT", context, patches.fields(), patches.wkbType(), raster.crs()
         )
         for feature in patches.getFeatures():
-            sink.addFeature(QgsFeature(feature), QgsFeatureSink.FastInsert)
+            sink.addFeature(QgsFeature(feature), QgsFeatureSink.Flag.FastInsert)
         return {"OUTPUT": sink_id}
 
 
@@ -222,10 +226,11 @@ class RefineAlgorithm(EngineAlgorithm):
         self._model_parameter()
         self.addParameter(
             QgsProcessingParameterFeatureSource(
-                "CLICKS", "Correction clicks (points with class_id)", [QgsProcessing.TypeVectorPoint]
+                "CLICKS", "Correction clicks (points with class_id)", [Qgis.ProcessingSourceType.VectorPoint]
             )
         )
-        integer, double = QgsProcessingParameterNumber.Integer, QgsProcessingParameterNumber.Double
+        number = Qgis.ProcessingNumberParameterType
+        integer, double = number.Integer, number.Double
         self.addParameter(
             QgsProcessingParameterNumber("ROUNDS", "DISCA rounds (0: AC only)", integer, 1, minValue=0)
         )
@@ -289,7 +294,7 @@ class TrainAlgorithm(EngineAlgorithm):
         self.addParameter(QgsProcessingParameterFile("CONFIG", "Training config (JSON)", extension="json"))
         self.addParameter(
             QgsProcessingParameterNumber(
-                "STEPS", "Steps (0: the config's)", QgsProcessingParameterNumber.Integer, 0, minValue=0
+                "STEPS", "Steps (0: the config's)", Qgis.ProcessingNumberParameterType.Integer, 0, minValue=0
             )
         )
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))

@@ -12,6 +12,7 @@ from sial_qgis_plugin.processing.algorithms import (
     RefineAlgorithm,
     TrainAlgorithm,
 )
+from sial_qgis_plugin.processing.predict_many import PredictManyAlgorithm
 
 
 class SegmentationProvider(QgsProcessingProvider):
@@ -25,5 +26,12 @@ class SegmentationProvider(QgsProcessingProvider):
         return QIcon(str(PLUGIN_DIR / "icons" / "icon.svg"))
 
     def loadAlgorithms(self) -> None:  # noqa: N802 - QGIS API
-        for algorithm in (PredictAlgorithm(), RankAlgorithm(), RefineAlgorithm(), TrainAlgorithm()):
+        algorithms = (
+            PredictAlgorithm(),
+            PredictManyAlgorithm(),
+            RankAlgorithm(),
+            RefineAlgorithm(),
+            TrainAlgorithm(),
+        )
+        for algorithm in algorithms:
             self.addAlgorithm(algorithm)

@@ -51,9 +51,10 @@ def test_disca_lowers_the_error_at_the_clicked_pixels(scene, fast_model, loss, r
     with RasterSource(scene.image, bundle.card.input) as source:
         clicks = wrong_clicks(bundle.network, bundle.card, source)
         before = clicked_error(bundle.network, bundle.card, source, clicks)
-        network, report = retrained(
-            bundle, source, clicks, steps=15, learning_rate=rate, click_loss=loss, anchor_weight=1.0
-        )
+        network, report = retrained(  # the click term as DIAL defines it: a mean over the clicks
+            bundle, source, clicks, steps=15, learning_rate=rate, click_loss=loss, anchor_weight=1.0,
+            balance_classes=False,
+        )  # fmt: skip
         after = clicked_error(network, bundle.card, source, clicks)
     assert before[1] == 0.0  # every click starts wrong
     assert after[1] >= 0.5  # at least half of them are now right
@@ -135,3 +136,20 @@ def test_held_crops_can_be_switched_off(scene, fast_model):
         _, without = retrained(bundle, source, clicks, steps=2, learning_rate=0.01, anchor_crops=0)
     assert len(without.losses) == len(with_held.losses) == 2
     assert without.anchor_losses != with_held.anchor_losses  # the held crops change the anchor term
+
+
+def test_the_balanced_click_term_weighs_each_clicked_class_the_same():
+    """Three clicks of class 0 and one of class 1: balanced, the lone click weighs as much as the
+    three together (the mean of the two classes' mean losses)."""
+    from backend.learn.losses import click_cross_entropy
+
+    logits = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
+    index = torch.tensor([[0, 0, 0], [0, 1, 1], [0, 2, 2], [0, 3, 3]])
+    classes = torch.tensor([0, 0, 0, 1])
+    per_click = torch.nn.functional.cross_entropy(
+        logits[0, :, index[:, 1], index[:, 2]].T, classes, reduction="none"
+    )
+    assert torch.isclose(click_cross_entropy(logits, index, classes), per_click.mean())
+    balanced = click_cross_entropy(logits, index, classes, balanced=True)
+    assert torch.isclose(balanced, (per_click[:3].mean() + per_click[3]) / 2)
+    assert DiscaSettings().balance_classes and not DiscaSettings.dial().balance_classes

@@ -7,7 +7,8 @@ from tests.helpers import REPO
 
 PROBE = """
 import sys
-import backend.cli.main, backend.predict.job, backend.demo.run, backend.demo.scene  # every entry point
+import backend.cli.main, backend.predict.job, backend.cluster.job  # the entry points
+import backend.demo.run, backend.demo.scene
 print(sorted(m for m in sys.modules if m == "qgis" or m.startswith("qgis.")))
 """
 

@@ -118,3 +118,33 @@ def test_a_raster_held_in_memory_reads_like_the_file(tmp_path):
         np.testing.assert_array_equal(a[0], b[0])
         np.testing.assert_array_equal(a[1], b[1])
     np.testing.assert_array_equal(on_disk.read_valid(0, 0, 40, 50), in_memory.read_valid(0, 0, 40, 50))
+
+
+def test_a_stored_identity_geotransform_is_kept_as_qgis_keeps_it(tmp_path):
+    """rasterio writes Affine.identity() into the file; QGIS then draws the raster at y = 0…+height
+    (not upright at y = −height…0), so the engine must place clicks and outputs there too."""
+    from affine import Affine
+
+    stored = inspect_raster(
+        write_raster(tmp_path / "i.tif", random_image(10, 10), crs=None, transform=Affine.identity())
+    )
+    assert stored.georeferenced and stored.map_transform == Affine.identity()
+    assert any("keep its geotransform" in n for n in stored.notices)
+    shifted = Affine(2.0, 0.0, 10.0, 0.0, 2.0, 5.0)
+    other = inspect_raster(
+        write_raster(tmp_path / "s.tif", random_image(10, 10), crs=None, transform=shifted)
+    )
+    assert other.georeferenced and other.map_transform == shifted
+
+
+def test_a_raster_placed_by_ground_control_points_only_is_refused(tmp_path):
+    import rasterio
+    from rasterio.control import GroundControlPoint
+
+    path = write_raster(tmp_path / "g.tif", random_image(10, 10), crs=None, transform=None)
+    with rasterio.open(path, "r+") as dataset:
+        corners = ((0, 0, 300_000, 2_780_000), (10, 10, 300_005, 2_779_995), (0, 10, 300_005, 2_780_000))
+        points = [GroundControlPoint(*corner) for corner in corners]
+        dataset.gcps = (points, rasterio.crs.CRS.from_epsg(32640))
+    with pytest.raises(UserError, match="ground control points only: warp it"):
+        inspect_raster(path)

@@ -44,7 +44,7 @@ def click_set(session):
 
 def test_clicks_are_stored_with_class_iteration_and_map_position(session, scene):
     first = session.add_click(10, 20, 3)
-    second = session.add_click_at(300_000 + 100.25, 2_780_000 - 50.75, 4)  # map x/y, 0.5 m pixels
+    second = session.add_click_at(300_000 + 200.25, 2_780_000 - 101.75, 4)  # map x/y, 1-m pixels
     assert (second.row, second.col) == (101, 200)
     assert (first.class_name, first.iteration, first.source) == ("vegetation", 0, "user")
     reopened = Session.open(session.path, "cpu")

@@ -2,7 +2,7 @@ import time
 
 import pytest
 from qgis.core import QgsApplication, QgsProject, QgsRasterLayer
-from qgis.PyQt.QtCore import QCoreApplication
+from qgis.PyQt.QtCore import QCoreApplication, QEvent
 
 from backend.demo.scene import write_scene
 
@@ -49,5 +49,26 @@ def controller(qgis_canvas, raster_layer, tmp_path):
     yield controller
     controller.cancel()
     wait_until_idle(controller)
-    if controller.session is not None:
-        controller.session.close()
+    controller.detach()  # a later test's project must not reach this controller
+
+
+@pytest.fixture
+def make_dock(qgis_canvas, controller):
+    """``make_dock()``: the dock on the test's controller, deleted (with its widgets and their
+    connections) when the test ends, so that no later signal reaches a half-collected one."""
+    from sial_qgis_plugin.dock import SegmentationDock
+    from sial_qgis_plugin.map_tool import ClickTool
+
+    docks = []
+
+    def make():
+        docks.append(SegmentationDock(controller, ClickTool(qgis_canvas, controller)))
+        return docks[-1]
+
+    yield make
+    controller.cancel()  # what still runs reports to the docks: let it end first
+    wait_until_idle(controller)
+    for dock in docks:
+        dock.hide()
+        dock.deleteLater()
+    QCoreApplication.sendPostedEvents(None, QEvent.Type.DeferredDelete)

@@ -1,5 +1,7 @@
 """What the analyst meets when something is off: one clear message, nothing broken."""
 
+from pathlib import Path
+
 from qgis.core import QgsProject, QgsRasterLayer
 
 from tests.helpers import random_image, write_raster
@@ -15,9 +17,11 @@ def test_no_raster_selected(controller, small_tile_model):
 def test_a_model_whose_bands_do_not_match_the_raster(controller, small_tile_model, tmp_path):
     gray = QgsRasterLayer(str(write_raster(tmp_path / "gray.tif", random_image(100, 100, bands=1))), "gray")
     QgsProject.instance().addMapLayer(gray)
-    assert not controller.start(gray, small_tile_model, "cpu", tmp_path / "s.gpkg")
+    assert controller.start(gray, small_tile_model, "cpu", tmp_path / "s.gpkg")  # checked in the background
+    wait_until_idle(controller)
     assert "has 1 band(s) but the model reads bands 1, 2, 3" in controller.messages[-1]
-    assert not (tmp_path / "s.gpkg").exists()
+    assert controller.messages[-1].endswith("No session was created.")
+    assert controller.session is None and list(tmp_path.iterdir()) == [tmp_path / "gray.tif"]
 
 
 def test_a_raster_without_crs_works_in_pixel_coordinates(qgis_canvas, controller, small_tile_model, tmp_path):
@@ -52,7 +56,9 @@ def test_missing_dependencies_show_the_install_dialog(qgis_iface, monkeypatch):
     dialog.cpu.setChecked(True)
     command = dialog.command()
     assert command[1:4] == ["-m", "pip", "install"] and "--target" in command
-    assert "torch==2.14.1" in command and "https://download.pytorch.org/whl/cpu" in command
+    assert "torch" in command and "https://download.pytorch.org/whl/cpu" in command
+    constraints = command[command.index("--constraint") + 1]
+    assert "torch==2.14.1\n" in Path(constraints).read_text(encoding="utf-8")  # every version pinned there
     assert any(part.startswith("numpy==") for part in command)  # QGIS's numpy is kept
     dialog.close()
     plugin.unload()
@@ -97,13 +103,16 @@ def test_a_session_another_process_writes_is_refused_with_a_reason(
     )
     try:
         assert holder.stdout.readline().strip() == b"1"
-        assert not controller.open_session(path, "cpu")
+        assert controller.open_session(path, "cpu")  # opened in the background
+        wait_until_idle(controller)
         assert controller.session is None
         assert f"session shared.gpkg is busy: process {holder.pid}" in controller.messages[-1]
     finally:
         holder.kill()
         holder.wait()
     assert controller.open_session(path, "cpu")
+    wait_until_idle(controller)
+    assert controller.session is not None and controller.session.path == path
 
 
 def test_a_damaged_checkpoint_is_said_when_the_session_is_reopened(
@@ -122,6 +131,7 @@ def test_a_damaged_checkpoint_is_said_when_the_session_is_reopened(
         session.retrain()
     (tmp_path / "damaged.checkpoints" / "round-0001.safetensors").write_bytes(b"not weights")
     assert controller.open_session(path, "cpu")
+    wait_until_idle(controller)
     assert controller.messages[-1].startswith("Round 1's checkpoint round-0001.safetensors is damaged")
     assert "the model is the starting weights" in controller.messages[-1]
     assert controller.session.current.iteration == 0 and controller.session.iteration == 1

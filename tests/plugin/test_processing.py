@@ -93,3 +93,75 @@ def test_engine_errors_become_one_processing_error(provider, small_tile_model, t
             {"INPUT": str(gray), "MODEL": str(small_tile_model), "OUTPUT_CLASSES": "TEMPORARY_OUTPUT",
              "OUTPUT_UNCERTAINTY": "TEMPORARY_OUTPUT", "OUTPUT_PATCHES": "memory:"},
         )  # fmt: skip
+
+
+def test_confidnet_ranks_with_the_bundled_head_and_is_refused_without_one(
+    provider, scene, small_tile_model, tmp_path
+):
+    import numpy as np
+    import processing
+    import rasterio
+    from qgis.core import QgsProcessingException
+
+    from sial_qgis_plugin.environment import bundled_models
+    from sial_qgis_plugin.processing.algorithms import ACQUISITIONS
+
+    algorithm = QgsApplication.processingRegistry().algorithmById("sial:predict")
+    assert algorithm.parameterDefinition("ACQUISITION").options() == ACQUISITIONS
+    confidnet = ACQUISITIONS.index("confidnet")
+    landcover = next(m.directory for m in bundled_models() if m.name == "dubai-landcover")
+    outputs = {"OUTPUT_CLASSES": "TEMPORARY_OUTPUT", "OUTPUT_UNCERTAINTY": str(tmp_path / "u.tif"),
+               "OUTPUT_PATCHES": "memory:"}  # fmt: skip
+    maps = {}
+    for key in ("confidnet", "entropy"):
+        outputs["OUTPUT_UNCERTAINTY"] = str(tmp_path / f"{key}.tif")
+        parameters = {"INPUT": str(scene.image), "MODEL": str(landcover), "DEVICE": 1, **outputs}
+        result = processing.run("sial:predict", parameters | {"ACQUISITION": ACQUISITIONS.index(key)})
+        with rasterio.open(result["OUTPUT_UNCERTAINTY"]) as dataset:
+            maps[key] = dataset.read(1)
+    valid = np.isfinite(maps["entropy"])  # the scene's nodata stays NaN in both
+    assert (np.isfinite(maps["confidnet"]) == valid).all() and valid.mean() > 0.5
+    values = maps["confidnet"][valid]
+    assert 0.0 <= values.min() < values.max() <= 1.0
+    assert not np.allclose(values, maps["entropy"][valid], atol=1e-3)  # the head's map, not entropy's
+    with pytest.raises(QgsProcessingException, match="has no ConfidNet head"):
+        processing.run(
+            "sial:predict",
+            {"INPUT": str(scene.image), "MODEL": str(small_tile_model), "ACQUISITION": confidnet,
+             "DEVICE": 1, **outputs},
+        )  # fmt: skip
+
+
+def test_predict_many_runs_a_local_dask_cluster_and_resumes(provider, scene, small_tile_model, tmp_path):
+    """One worker process on this machine; the 384-px scene in four blocks, mosaicked in a VRT."""
+    import json
+    from pathlib import Path
+
+    import processing
+
+    parameters = {"INPUTS": [str(scene.image)], "MODEL": str(small_tile_model), "DEVICE": 1, "BLOCK": 256,
+                  "WORKERS": 1, "OUTPUT": str(tmp_path / "many")}  # fmt: skip
+    result = processing.run("sial:predict_many", parameters)
+    run = json.loads(Path(result["RUN"]).read_text())
+    assert run["blocks"] == {"total": 4, "computed": 4, "reused": 0}
+    classes = QgsRasterLayer(result["CLASSES"][0], "classes")
+    assert classes.isValid() and classes.width() == 384 and classes.crs().authid() == "EPSG:32640"
+    again = json.loads(Path(processing.run("sial:predict_many", parameters)["RUN"]).read_text())
+    assert again["blocks"]["reused"] == 4 and again["cluster"]["scheduler"] is None  # nothing to redo
+
+
+def test_predict_many_bad_input_is_one_processing_error_and_writes_nothing(
+    provider, scene, small_tile_model, tmp_path
+):
+    import processing
+    from qgis.core import QgsProcessingException
+
+    out = tmp_path / "many"
+    parameters = {"MODEL": str(small_tile_model), "DEVICE": 1, "OUTPUT": str(out)}
+    with pytest.raises(QgsProcessingException, match="no input"):
+        processing.run("sial:predict_many", parameters)
+    with pytest.raises(QgsProcessingException, match="not a multiple of the patch size"):
+        processing.run("sial:predict_many", parameters | {"INPUTS": [str(scene.image)], "BLOCK": 300})
+    with pytest.raises(QgsProcessingException, match="no raster matches"):
+        processing.run("sial:predict_many", parameters | {"PATHS": str(tmp_path / "none" / "*.tif")})
+    assert not out.exists()

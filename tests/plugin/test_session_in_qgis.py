@@ -30,12 +30,14 @@ def mouse(canvas, point: QPoint, button):
 
 
 def test_the_dock_starts_a_session_with_styled_grouped_layers(
-    qgis_iface, qgis_canvas, controller, raster_layer, small_tile_model, tmp_path, monkeypatch
+    qgis_iface, make_dock, controller, raster_layer, small_tile_model, tmp_path, monkeypatch
 ):
-    from sial_qgis_plugin.dock import SegmentationDock
-    from sial_qgis_plugin.map_tool import ClickTool
-
-    dock = SegmentationDock(controller, ClickTool(qgis_canvas, controller))
+    dock = make_dock()
+    assert not dock.start_button.isEnabled() and "still loading" in dock.start_button.toolTip()
+    dock.show()  # the dock loads the engine in the background the first time it is shown
+    wait_until_idle(controller)
+    assert controller.engine_loaded and dock.start_button.isEnabled()
+    assert dock.steps.value() == 10 and dock.anchor.value() == 3.0  # the engine's defaults, once loaded
     dock.raster.setLayer(raster_layer)
     monkeypatch.setattr(dock, "selected_model", lambda: str(small_tile_model))
     monkeypatch.setattr(controller, "_new_session_path", lambda raster: tmp_path / "docked.gpkg")
@@ -61,10 +63,13 @@ def test_the_dock_starts_a_session_with_styled_grouped_layers(
     assert dock.history.rowCount() == 1 and dock.history.item(0, 1).text() == "start"
     assert [b.text() for b in dock.class_buttons][:2] == ["1 building (0)", "2 land (0)"]
     assert dock.tool_button.isEnabled() and not dock.retrain_button.isEnabled()  # AC mode
+    assert "Off now: Retraining is off in AC mode" in dock.retrain_button.toolTip()  # and says why
+    dock.mode_disca.setChecked(True)
+    assert dock.retrain_button.isEnabled() and "Off now" not in dock.retrain_button.toolTip()
 
 
 def test_the_dock_starts_a_network_for_new_classes_that_learns_from_clicks_alone(
-    qgis_canvas, controller, raster_layer, tmp_path, monkeypatch
+    qgis_canvas, make_dock, controller, raster_layer, tmp_path, monkeypatch
 ):
     """SIAL in the dock: the analyst types a class list, gets an untrained network (no click
     channels) next to the session, and Retrain runs SIAL rounds with the session's own settings,
@@ -72,10 +77,9 @@ def test_the_dock_starts_a_network_for_new_classes_that_learns_from_clicks_alone
     import json
     from dataclasses import replace
 
-    from sial_qgis_plugin.dock import SegmentationDock
-    from sial_qgis_plugin.map_tool import ClickTool
-
-    dock = SegmentationDock(controller, ClickTool(qgis_canvas, controller))
+    dock = make_dock()
+    controller.load_engine()
+    wait_until_idle(controller)
     dock.raster.setLayer(raster_layer)
     monkeypatch.setattr(controller, "_new_session_path", lambda raster: tmp_path / "fresh.gpkg")
     dock.device.setCurrentIndex(dock.device.findData("cpu"))
@@ -116,16 +120,20 @@ def test_the_dock_starts_a_network_for_new_classes_that_learns_from_clicks_alone
     assert learnt.provenance["adapted"]["sial"]["training"]["steps"] == 10 and learnt.n_classes == 2
     path = controller.session.path
     dock.sial_steps.setValue(50)
-    assert controller.open_session(path, "cpu") and controller.is_sial
+    assert controller.open_session(path, "cpu")
+    wait_until_idle(controller)
+    assert controller.is_sial
     assert dock.sial_steps.value() == 10  # a reopened session shows the settings it trains with
 
 
 def test_a_new_model_needs_two_distinct_class_names(controller, raster_layer, tmp_path):
-    assert not controller.start_from_clicks(raster_layer, "water", "cpu", tmp_path / "one.gpkg")
+    controller.start_from_clicks(raster_layer, "water", "cpu", tmp_path / "one.gpkg")
+    wait_until_idle(controller)
     assert "at least two class names" in controller.last_error
-    assert not controller.start_from_clicks(raster_layer, "water, water", "cpu", tmp_path / "two.gpkg")
+    controller.start_from_clicks(raster_layer, "water, water", "cpu", tmp_path / "two.gpkg")
+    wait_until_idle(controller)
     assert "distinct" in controller.last_error
-    assert controller.session is None and not list(tmp_path.glob("*-model"))
+    assert controller.session is None and list(tmp_path.iterdir()) == []
 
 
 def test_real_mouse_clicks_add_and_remove_points_and_update_touched_tiles(qgis_canvas, started):
@@ -232,6 +240,7 @@ def test_project_saved_and_reopened_mid_session_resumes(qgis_canvas, started, tm
     controller.session = None
     QgsProject.instance().clear()
     assert QgsProject.instance().read(str(project_file))
+    wait_until_idle(controller)  # the session reopens in the background
     assert controller.session is not None and controller.session.path == session_path
     assert [c.class_id for c in controller.session.clicks()] == [4]
     assert controller.layers is not None and controller.layers.clicks.featureCount() == 1
@@ -277,3 +286,32 @@ def _rect(extent):
     from qgis.core import QgsRectangle
 
     return QgsRectangle(*extent)
+
+
+def test_a_round_that_gets_the_clicks_wrong_is_rolled_back_and_the_dock_says_why(qgis_canvas, started):
+    """The round guard, as the analyst meets it: a round that blows the weights up (an absurd
+    learning rate) leaves the clicks wrong; it is not kept, the map stays, the dock says why."""
+    from dataclasses import replace
+
+    import numpy as np
+    import rasterio
+    import torch
+
+    controller = started
+    controller.mode = "disca"
+    controller.settings = replace(controller.settings, steps=4, crop=128, learning_rate=1e6)
+    classes_file = controller.session.outputs / "classes.tif"
+    with rasterio.open(classes_file) as src:
+        predicted = src.read(1)
+    rows, cols = np.nonzero((predicted > 0) & (predicted < 255))
+    for i in np.linspace(0, len(rows) - 1, 4).astype(int):  # clicks that agree with the map
+        controller.session.add_click(int(rows[i]), int(cols[i]), int(predicted[rows[i], cols[i]]))
+    before = classes_file.read_bytes()
+    weights = {k: v.clone() for k, v in controller.session.bundle.network.state_dict().items()}
+    controller.retrain()
+    wait_until_idle(controller)
+    assert controller.session.iteration == 0 and [r["kind"] for r in controller.history()] == ["start"]
+    assert controller.last_error.startswith("Round not kept: the retrained map gets"), controller.last_error
+    assert classes_file.read_bytes() == before  # nothing re-predicted
+    after = controller.session.bundle.network.state_dict()
+    assert all(torch.equal(weights[k], after[k]) for k in weights)

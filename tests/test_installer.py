@@ -1,0 +1,128 @@
+"""The dependency installer: QGIS's own Python on every platform's layout, every version pinned,
+and pip's failures in one sentence. No QGIS needed: the layouts are faked."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sial_qgis_plugin.installer import (
+    CONSTRAINTS,
+    InterpreterNotFound,
+    explain_failure,
+    find_python,
+    install_command,
+)
+from tests.helpers import REPO
+
+LAYOUTS = {
+    # name: (executable, prefix, exec_prefix, base_prefix, platform, version, files on disk, expected)
+    "debian": (
+        "/usr/bin/qgis", "/usr", "/usr", "/usr", "linux", (3, 11),
+        {"/usr/bin/qgis", "/usr/bin/python3.11", "/usr/bin/python3"}, "/usr/bin/python3.11",
+    ),
+    "conda": (
+        "/opt/conda/envs/gis/bin/qgis", "/opt/conda/envs/gis", "/opt/conda/envs/gis", "/opt/conda/envs/gis",
+        "linux", (3, 12), {"/opt/conda/envs/gis/bin/python3"}, "/opt/conda/envs/gis/bin/python3",
+    ),
+    "osgeo4w": (
+        r"C:\OSGeo4W\bin\qgis-bin.exe", r"C:\OSGeo4W\apps\Python312", r"C:\OSGeo4W\apps\Python312",
+        r"C:\OSGeo4W\apps\Python312", "win32", (3, 12),
+        {r"C:\OSGeo4W\bin\python-qgis.bat", r"C:\OSGeo4W\bin\python3.exe",
+         r"C:\OSGeo4W\apps\Python312\python.exe"},
+        r"C:\OSGeo4W\apps\Python312\python.exe",
+    ),
+    "osgeo4w-prefix-unknown": (  # QGIS's sys.prefix empty: found from qgis-bin.exe's folder
+        r"C:\OSGeo4W\bin\qgis-ltr-bin.exe", "", "", "", "win32", (3, 12),
+        {r"C:\OSGeo4W\bin\python-qgis-ltr.bat", r"C:\OSGeo4W\apps\Python312\python.exe"},
+        r"C:\OSGeo4W\apps\Python312\python.exe",
+    ),
+    "windows-standalone": (
+        r"C:\Program Files\QGIS 3.40.4\bin\qgis-bin.exe", r"C:\PROGRA~1\QGIS34~1.4\apps\Python312",
+        r"C:\PROGRA~1\QGIS34~1.4\apps\Python312", r"C:\PROGRA~1\QGIS34~1.4\apps\Python312", "win32", (3, 12),
+        {r"C:\PROGRA~1\QGIS34~1.4\apps\Python312\python.exe",
+         r"C:\Program Files\QGIS 3.40.4\bin\python3.dll"},
+        r"C:\PROGRA~1\QGIS34~1.4\apps\Python312\python.exe",
+    ),
+    "macos": (
+        "/Applications/QGIS.app/Contents/MacOS/QGIS",
+        "/Applications/QGIS.app/Contents/Frameworks/Python.framework/Versions/3.12",
+        "/Applications/QGIS.app/Contents/Frameworks/Python.framework/Versions/3.12",
+        "/Applications/QGIS.app/Contents/Frameworks/Python.framework/Versions/3.12", "darwin", (3, 12),
+        {"/Applications/QGIS.app/Contents/MacOS/bin/python3", "/usr/bin/python3"},
+        "/Applications/QGIS.app/Contents/MacOS/bin/python3",
+    ),
+    "venv": (  # the project's .venv, as the tests run: sys.executable is a Python
+        "/work/.venv/bin/python", "/work/.venv", "/work/.venv", "/usr", "linux", (3, 11),
+        {"/work/.venv/bin/python", "/usr/bin/python3.11"}, "/work/.venv/bin/python",
+    ),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("layout", LAYOUTS)
+def test_qgis_own_python_is_found_in_each_layout(layout):
+    executable, prefix, exec_prefix, base_prefix, platform, version, files, expected = LAYOUTS[layout]
+    chosen = find_python(
+        executable, prefix, exec_prefix, base_prefix, platform, version, exists=files.__contains__
+    )
+    assert chosen == expected
+
+
+def test_the_path_s_python3_is_never_taken_silently():
+    """A QGIS whose Python is not where its layout puts it: one clear error, not /usr/bin/python3."""
+    with pytest.raises(InterpreterNotFound) as raised:
+        find_python("/opt/qgis/bin/qgis", "/opt/qgis", "/opt/qgis", "/opt/qgis", "linux", (3, 12),
+                    exists={"/usr/bin/python3", "/usr/local/bin/python3"}.__contains__)  # fmt: skip
+    message = str(raised.value)
+    assert "/opt/qgis/bin/python3.12" in message and "/usr/bin/python3," not in message
+    assert "Install the packages yourself with the Python that QGIS runs" in message
+
+
+def test_this_interpreter_is_found_as_it_is():
+    assert Path(find_python()).resolve() == Path(sys.executable).resolve()
+
+
+def test_every_package_is_installed_at_its_tested_version():
+    command = install_command("/usr/bin/python3.11", ["torch", "rasterio"], Path("/t"), "cpu", "1.24.2")
+    assert command[:4] == ["/usr/bin/python3.11", "-m", "pip", "install"]
+    assert command[command.index("--constraint") + 1] == str(CONSTRAINTS) and CONSTRAINTS.is_file()
+    assert command[-3:] == ["torch", "rasterio", "numpy==1.24.2"]
+    assert "--index-url" in command and "https://download.pytorch.org/whl/cpu" in command
+    assert "--index-url" not in install_command("python", ["torch"], Path("/t"), "cuda", "1.24.2")
+    pins = {line.split("==")[0]: line for line in CONSTRAINTS.read_text().splitlines() if "==" in line}
+    for requirement in ("torch", "torchvision", "segmentation-models-pytorch", "safetensors", "timm"):
+        assert requirement in pins, requirement
+    requirements = (REPO / "requirements.txt").read_text().splitlines()
+    for line in requirements:
+        if "==" in line and line.split("==")[0] in pins:
+            assert pins[line.split("==")[0]] == line.strip(), "requirements.txt and the constraints disagree"
+    assert not [line for line in CONSTRAINTS.read_text().splitlines() if line.startswith("numpy")]  # QGIS's
+
+
+def test_the_constraints_are_in_step_with_the_tested_environment():
+    result = subprocess.run(
+        [sys.executable, str(REPO / "tools" / "constraints.py"), "--check"], capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("output", "code", "expected"),
+    [
+        ("ERROR: Could not find a version that satisfies the requirement torch==2.14.1 (from versions: "
+         "none)\nERROR: No matching distribution found for torch==2.14.1", 1,
+         "pip found no torch for this QGIS's Python"),
+        ("WARNING: Retrying (Retry(total=4...)) after connection broken by 'NewConnectionError(...)'", 1,
+         "pip could not reach the package index"),
+        ("OSError: [Errno 28] No space left on device", 1, "The disk is full"),
+        ("ERROR: Could not install packages due to an OSError: [Errno 13] Permission denied: '/t/torch'", 1,
+         "is not writable for you"),
+        ("/usr/bin/python3.11: No module named pip", 1, "has no pip"),
+        ("", -1, "QGIS's Python could not be started"),
+        ("something else entirely", 3, "pip stopped with exit status 3"),
+    ],
+)  # fmt: skip
+def test_a_failed_pip_is_said_in_one_sentence(output, code, expected):
+    sentence = explain_failure(output, code, "/usr/bin/python3.11", Path("/t"))
+    assert expected in sentence and "\n" not in sentence
