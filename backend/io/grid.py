@@ -64,22 +64,12 @@ class ModelGrid:
     def to_raster_array(self, values: np.ndarray) -> np.ndarray:
         """A model-grid array (H × W, in memory) on the raster's grid, nearest neighbour: for
         scoring against labels; the published maps go through :mod:`.regrid`, window by window."""
-        if not self.scaled:
-            return values
-        fy, fx = self.info.height / self.raster.height, self.info.width / self.raster.width
-        rows = np.minimum(((np.arange(self.raster.height) + 0.5) * fy).astype(np.int64), self.info.height - 1)
-        cols = np.minimum(((np.arange(self.raster.width) + 0.5) * fx).astype(np.int64), self.info.width - 1)
-        return values[np.ix_(rows, cols)]
+        return _nearest(values, (self.raster.height, self.raster.width)) if self.scaled else values
 
     def to_model_array(self, values: np.ndarray) -> np.ndarray:
         """A raster-grid array (H × W, in memory) on this grid: the raster pixel under each model
         pixel's centre (labels for a simulated annotator who sees the resampled map)."""
-        if not self.scaled:
-            return values
-        fy, fx = self.raster.height / self.info.height, self.raster.width / self.info.width
-        rows = np.minimum(((np.arange(self.info.height) + 0.5) * fy).astype(np.int64), self.raster.height - 1)
-        cols = np.minimum(((np.arange(self.info.width) + 0.5) * fx).astype(np.int64), self.raster.width - 1)
-        return values[np.ix_(rows, cols)]
+        return _nearest(values, (self.info.height, self.info.width)) if self.scaled else values
 
     def describe(self) -> dict[str, float | int]:
         return {"width": self.info.width, "height": self.info.height, "factor": round(self.factor, 6)}
@@ -127,3 +117,14 @@ def model_grid(info: RasterInfo, gsd_m: float | None, pixel_size: float | None =
         notices=(*info.notices, notice),
     )
     return ModelGrid(info, model, factor, size)
+
+
+def _centres(size: int, source: int) -> np.ndarray:
+    """For each of ``size`` cells spanning the same extent as ``source`` cells, the source cell
+    under its centre."""
+    return np.minimum(((np.arange(size) + 0.5) * (source / size)).astype(np.int64), source - 1)
+
+
+def _nearest(values: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """``values`` (H × W) on a grid of ``shape`` over the same extent, nearest neighbour."""
+    return values[np.ix_(_centres(shape[0], values.shape[0]), _centres(shape[1], values.shape[1]))]
