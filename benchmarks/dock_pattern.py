@@ -39,6 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=1)
     parser.add_argument("--no-guard", action="store_true", help="keep every round")
     parser.add_argument("--adapt-statistics", action="store_true", help="AdaBN on each raster first")
+    parser.add_argument(
+        "--no-spread", action="store_true", help="learn each click's pixel alone, not its superpixel"
+    )
     parser.add_argument("--device", default="auto")
 
 
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if unknown := set(wanted) - set(CASES):
         raise UserError(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(CASES)}")
     patterns = parse_patterns(args.patterns)
-    settings = DiscaSettings(guard=not args.no_guard)
+    settings = DiscaSettings(guard=not args.no_guard, spread=not args.no_spread)
     from backend.system.runtime import resolve_device
 
     header("the dock's pattern", describe_machine(resolve_device(args.device)), {"disca": str(settings)})

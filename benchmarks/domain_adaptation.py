@@ -56,6 +56,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--anchor-weight", type=float, help="DISCA's λ (default: its own)")
     parser.add_argument("--modes", default="disca,ac", help="comma-separated: disca, ac")
     parser.add_argument(
+        "--no-spread", action="store_true", help="learn each click's pixel alone, not its superpixel"
+    )
+    parser.add_argument(
         "--cases",
         default=",".join(CASES),
         help=f"comma-separated, from {', '.join(CASES)} (default: all)",
@@ -156,7 +159,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     begun = started()
     if not (SHARED_DATA / "tanzania" / "image.tif").is_file():
         raise UserError(f"{SHARED_DATA} is absent: the domain-adaptation data live there")
-    settings = DiscaSettings()
+    settings = DiscaSettings(spread=not args.no_spread)
     settings = replace(
         settings,
         **{

@@ -82,9 +82,16 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
             "model's errors."
         )
         form.addRow("Click loss", self.click_loss)
+        self.spread = QCheckBox("Spread each click over its superpixel")
+        self.spread.setToolTip(
+            "A round also learns the click's class on the click's SLIC superpixel (about 150 pixels "
+            "of like colour around it): more to learn from per click."
+        )
+        form.addRow(self.spread)
         for widget in (self.anchor, self.steps, self.learning_rate):
             widget.valueChanged.connect(self.apply_disca_settings)
         self.click_loss.currentIndexChanged.connect(self.apply_disca_settings)
+        self.spread.toggled.connect(self.apply_disca_settings)
 
     def _sial_rows(self, form: QFormLayout) -> None:
         self.sial_steps = QSpinBox(minimum=10, maximum=20000, singleStep=100)
@@ -130,6 +137,7 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
             steps=self.steps.value(),
             learning_rate=self.learning_rate.value(),
             click_loss=self.click_loss.currentData(),
+            spread=self.spread.isChecked(),
         )
 
     def _apply_sial_settings(self) -> None:
@@ -140,9 +148,10 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
 
     def show_disca_settings(self) -> None:
         settings = self.controller.settings
-        widgets = (self.anchor, self.steps, self.learning_rate, self.click_loss)
+        widgets = (self.anchor, self.steps, self.learning_rate, self.click_loss, self.spread)
         for widget in widgets:
             widget.blockSignals(True)
+        self.spread.setChecked(settings.spread)
         self.anchor.setValue(settings.anchor_weight)
         self.steps.setValue(settings.steps)
         self.learning_rate.setValue(settings.learning_rate)
@@ -171,7 +180,7 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
 
     def refresh(self) -> None:
         """DISCA's settings are off for a SIAL session, which trains with its own."""
-        for widget in (self.anchor, self.steps, self.learning_rate, self.click_loss):
+        for widget in (self.anchor, self.steps, self.learning_rate, self.click_loss, self.spread):
             tip = widget.toolTip().split("\nOff now:")[0]
             widget.setEnabled(not self.controller.is_sial)
             widget.setToolTip(tip if not self.controller.is_sial else f"{tip}\nOff now: {DISCA_OFF}")

@@ -34,6 +34,12 @@ def add_disca_options(parser: argparse.ArgumentParser) -> None:
         help="keep every round: by default a round after which more of the clicks are wrong "
         "than before it is rolled back",
     )
+    group.add_argument(
+        "--no-spread",
+        action="store_true",
+        help="learn each click's pixel alone: by default a click's class also labels its SLIC "
+        "superpixel (about 150 pixels of like colour)",
+    )
 
 
 def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
@@ -47,6 +53,7 @@ def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
         "anchor_weight": args.anchor_weight,
         "click_loss": args.click_loss,
         "guard": False if getattr(args, "no_guard", False) else None,
+        "spread": False if getattr(args, "no_spread", False) else None,
     }
     return replace(settings, **{k: v for k, v in changes.items() if v is not None})
 

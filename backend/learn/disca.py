@@ -8,9 +8,11 @@ loss = click term + λ · L1(softmax(f(x; θ)), p₀)
 - p₀ is the initial model's softmax on the same crop without clicks. That is the map the
   analyst started from: the anchor keeps far-away pixels where they were.
 
-Training uses square crops around the clicks (all clicks inside a crop count). The click channels
-of a crop are zeroed at random, so the network does not lean on them alone. BatchNorm statistics
-and affine parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast where the
+Training uses square crops around the clicks (all clicks inside a crop count). With ``spread``
+a click's class also covers its SLIC superpixel, without the sieve: a click corrects the model,
+so the model must not decide where the correction stops. The click channels of a crop are
+zeroed at random, so the network does not lean on them alone. BatchNorm statistics and affine
+parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast where the
 hardware has it. After the round the guard (:mod:`.round_check`) may roll it back.
 """
 
@@ -33,6 +35,7 @@ from ..model.network import bfloat16_if_supported, freeze_batchnorm, softmax_pro
 from ..progress import Monitor
 from .losses import anchor_l1, click_cross_entropy, error_weighted_dice
 from .round_check import CHECK_CROPS, RoundCheck, Verdict, far_origins, judge_round
+from .superpixels import ExpansionSettings, SuperpixelCache, expand_clicks
 
 CLICK_LOSSES = ("ce", "ewdl")
 
@@ -54,11 +57,14 @@ class DiscaSettings:
     seed: int = 0
     guard: bool = True  # roll back a round the guard judges worse (learn/round_check.py)
     balance_classes: bool = True  # each clicked class weighs the same in the click term (BENCHMARKS.md)
+    spread: bool = True  # each click's class also labels its SLIC superpixel (BENCHMARKS.md)
 
     @classmethod
     def dial(cls) -> DiscaSettings:
-        """DIAL's published settings: 10 SGD steps at 2e-6, λ = 1."""
-        return cls(steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0, balance_classes=False)
+        """DIAL's published settings: 10 SGD steps at 2e-6, λ = 1, the clicks alone, averaged."""
+        return cls(
+            steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0, balance_classes=False, spread=False
+        )
 
     def check(self) -> None:
         if self.click_loss not in CLICK_LOSSES:
@@ -146,6 +152,7 @@ class Disca:
         self.settings = settings or DiscaSettings()
         self.settings.check()
         self._anchors: dict[tuple[int, int], torch.Tensor] = {}
+        self._superpixels: dict[str, SuperpixelCache] = {}
         self.rounds = 0
 
     def _batch(
@@ -172,6 +179,26 @@ class Disca:
             torch.tensor(index, dtype=torch.long, device=self.device),
             torch.tensor(classes, dtype=torch.long, device=self.device),
         )
+
+    def _spread(
+        self, source: RasterSource, clicks: Sequence[Click], index: torch.Tensor, classes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The click term's pixels: the clicks, and with ``spread`` their superpixels too, in every
+        crop that holds them (crop, row, col) with their classes. The guard keeps the clicks alone."""
+        if not self.settings.spread or not clicks:
+            return index, classes
+        cache = self._superpixels.setdefault(str(source.info.path), {})
+        labels = expand_clicks(source, clicks, ExpansionSettings(sieve=None), None, cache)
+        size, info = self.settings.crop, source.info
+        origins = crop_origins(clicks, info.height, info.width, size, self.settings.replay)
+        rows, cols = torch.from_numpy(labels.rows), torch.from_numpy(labels.cols)
+        found, found_classes = [], []
+        for i, (row, col) in enumerate(origins):
+            inside = (rows >= row) & (rows < row + size) & (cols >= col) & (cols < col + size)
+            n = int(inside.sum())
+            found.append(torch.stack([torch.full((n,), i), rows[inside] - row, cols[inside] - col], 1))
+            found_classes.append(torch.from_numpy(labels.classes)[inside])
+        return torch.cat(found).to(self.device), torch.cat(found_classes).to(self.device)
 
     def _crops(
         self, source: RasterSource, clicks: Sequence[Click], origins: Sequence[tuple[int, int]]
@@ -233,6 +260,7 @@ class Disca:
         if not clicks:
             raise UserError("no clicks to learn from: add some clicks first")
         x, valid, p0, index, classes = self._batch(source, clicks)
+        target_index, target_classes = self._spread(source, clicks, index, classes)
         generator = torch.Generator().manual_seed(settings.seed * 7919 + self.rounds)
         held = self._held_crops(source, clicks, generator) or (x[:0], valid[:0], p0[:0])
         probe = self._probe(source, clicks, x, index, classes, generator)
@@ -253,7 +281,7 @@ class Disca:
                 chosen = self._pick(x.shape[0], generator)
                 inputs = torch.cat([x[chosen], held[0]])
                 step_valid, step_p0 = torch.cat([valid[chosen], held[1]]), torch.cat([p0[chosen], held[2]])
-                step_index, step_classes = _clicks_in(chosen, index, classes, x.shape[0])
+                step_index, step_classes = _clicks_in(chosen, target_index, target_classes, x.shape[0])
                 if self.card.clicks.enabled and settings.drop_clicks > 0:
                     drop = torch.rand(inputs.shape[0], generator=generator) < settings.drop_clicks
                     if drop.any():

@@ -153,3 +153,52 @@ def test_the_balanced_click_term_weighs_each_clicked_class_the_same():
     balanced = click_cross_entropy(logits, index, classes, balanced=True)
     assert torch.isclose(balanced, (per_click[:3].mean() + per_click[3]) / 2)
     assert DiscaSettings().balance_classes and not DiscaSettings.dial().balance_classes
+
+
+def test_spread_clicks_label_their_superpixels_inside_each_crop(scene, fast_model):
+    """With ``spread`` the click term covers each click's superpixel: many more pixels, every one
+    inside its crop, the click's class, the clicks themselves among them; the guard keeps only
+    the clicks. Off (DIAL's settings), the targets are the clicks alone."""
+    bundle = load_bundle(fast_model)
+    with RasterSource(scene.image, bundle.card.input) as source:
+        clicks = wrong_clicks(bundle.network, bundle.card, source, n=3)
+        settings = DiscaSettings(crop=128, spread=True)
+        disca = Disca(
+            copy.deepcopy(bundle.network),
+            bundle.card,
+            anchor_from(bundle.network),
+            torch.device("cpu"),
+            settings,
+        )
+        _, _, _, index, classes = disca._batch(source, clicks)
+        spread_index, spread_classes = disca._spread(source, clicks, index, classes)
+        plain = Disca(
+            bundle.network,
+            bundle.card,
+            anchor_from(bundle.network),
+            torch.device("cpu"),
+            DiscaSettings(crop=128, spread=False),
+        )
+        assert plain._spread(source, clicks, index, classes)[0] is index
+        _, report = retrained(bundle, source, clicks, steps=2, learning_rate=0.01, spread=True)
+        _, plain_report = retrained(bundle, source, clicks, steps=2, learning_rate=0.01, spread=False)
+    assert len(spread_index) > 20 * len(index)
+    assert int(spread_index[:, 1:].min()) >= 0 and int(spread_index[:, 1:].max()) < 128
+    assert set(map(tuple, index.tolist())) <= set(map(tuple, spread_index.tolist()))
+    assert set(spread_classes.tolist()) == {c.class_id for c in clicks}
+    assert report.click_losses != plain_report.click_losses
+    assert report.check.clicks == plain_report.check.clicks  # the guard counts the clicks alone
+    assert DiscaSettings().spread and not DiscaSettings.dial().spread
+
+
+def test_the_command_line_turns_the_spread_and_the_guard_off():
+    import argparse
+
+    from backend.cli.options import add_disca_options, disca_settings
+
+    parser = argparse.ArgumentParser()
+    add_disca_options(parser)
+    default = disca_settings(parser.parse_args([]))
+    off = disca_settings(parser.parse_args(["--no-spread", "--no-guard"]))
+    assert default.spread and default.guard and not off.spread and not off.guard
+    assert not disca_settings(parser.parse_args(["--dial-settings"])).spread

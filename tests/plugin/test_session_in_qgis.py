@@ -38,6 +38,10 @@ def test_the_dock_starts_a_session_with_styled_grouped_layers(
     wait_until_idle(controller)
     assert controller.engine_loaded and dock.start_button.isEnabled()
     assert dock.steps.value() == 10 and dock.anchor.value() == 3.0  # the engine's defaults, once loaded
+    assert dock.disca_spread.isChecked() == controller.settings.spread
+    dock.disca_spread.setChecked(not controller.settings.spread)  # the checkbox sets the next round's
+    assert controller.settings.spread == dock.disca_spread.isChecked()
+    dock.disca_spread.setChecked(not controller.settings.spread)
     dock.raster.setLayer(raster_layer)
     monkeypatch.setattr(dock, "selected_model", lambda: str(small_tile_model))
     monkeypatch.setattr(controller, "_new_session_path", lambda raster: tmp_path / "docked.gpkg")
