@@ -116,7 +116,7 @@ def _run_dock(args: argparse.Namespace) -> int:
         model_dir=args.model,
         device=args.device,
         class_map=_class_map(args.class_map),
-        guard=not args.no_guard,
+        guard=args.guard is not False,
         disca=disca_settings(args),
         pixel_size=args.pixel_size,
         adapt_statistics=args.adapt_statistics,

@@ -29,16 +29,16 @@ def add_disca_options(parser: argparse.ArgumentParser) -> None:
         "--dial-settings", action="store_true", help="DIAL's published settings (10 steps, lr 2e-6, λ 1)"
     )
     group.add_argument(
-        "--no-guard",
-        action="store_true",
-        help="keep every round: by default a round after which more of the clicks are wrong "
-        "than before it is rolled back",
+        "--guard",
+        action=argparse.BooleanOptionalAction,
+        help="roll back a round after which more of the clicks are wrong than before it (the "
+        "default), or --no-guard: keep every round. A session keeps its last round's",
     )
     group.add_argument(
-        "--no-spread",
-        action="store_true",
-        help="learn each click's pixel alone: by default a click's class also labels its SLIC "
-        "superpixel (about 150 pixels of like colour)",
+        "--spread",
+        action=argparse.BooleanOptionalAction,
+        help="a click's class also labels its SLIC superpixel (about 150 pixels of like colour; "
+        "the default), or --no-spread: each click's pixel alone. A session keeps its last round's",
     )
 
 
@@ -52,8 +52,8 @@ def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
         "learning_rate": args.disca_lr,
         "anchor_weight": args.anchor_weight,
         "click_loss": args.click_loss,
-        "guard": False if getattr(args, "no_guard", False) else None,
-        "spread": False if getattr(args, "no_spread", False) else None,
+        "guard": getattr(args, "guard", None),
+        "spread": getattr(args, "spread", None),
     }
     return replace(settings, **{k: v for k, v in changes.items() if v is not None})
 

@@ -188,6 +188,9 @@ def _compute(
                 time.sleep(POLL_SECONDS)
                 continue
             for future in completed.next_batch(block=False):
+                if future.status in ("lost", "pending"):  # its worker died after it finished
+                    completed.add(future)  # the scheduler runs it again: wait for that
+                    continue
                 task = futures[future]
                 results.append(_result(future, task))
                 done_tiles += task.tiles

@@ -202,3 +202,6 @@ def test_the_command_line_turns_the_spread_and_the_guard_off():
     off = disca_settings(parser.parse_args(["--no-spread", "--no-guard"]))
     assert default.spread and default.guard and not off.spread and not off.guard
     assert not disca_settings(parser.parse_args(["--dial-settings"])).spread
+    assert not disca_settings(parser.parse_args([]), off).spread  # a session keeps its last round's
+    assert disca_settings(parser.parse_args(["--spread"]), off).spread  # until told otherwise
+    assert disca_settings(parser.parse_args(["--guard"]), off).guard
