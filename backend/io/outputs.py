@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import shutil
+import uuid
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -276,11 +277,28 @@ def rank_patches(scores: Sequence[PatchScore]) -> list[tuple[int, PatchScore]]:
 
 
 def write_patches(path: Path, info: RasterInfo, scores: Sequence[PatchScore], acquisition: str) -> int:
-    """The ``patches`` polygon layer, in the raster's CRS (or pixel coordinates)."""
-    driver = ogr.GetDriverByName("GPKG")
-    if path.exists():
-        driver.DeleteDataSource(str(path))
-    source = driver.CreateDataSource(str(path))
+    """The ``patches`` polygon layer, in the raster's CRS (or pixel coordinates).
+
+    Built in memory, then written in one go: SQLite meets a full disk with errors that GDAL raises
+    from a destructor (a traceback Python can only print) or words that do not say "disk full"; a
+    plain file write says ``ENOSPC``, which every caller turns into one clear line.
+    """
+    memory = f"/vsimem/sial-patches-{uuid.uuid4().hex}.gpkg"
+    try:
+        ranked = _fill_patches(memory, info, scores, acquisition)
+        handle = gdal.VSIFOpenL(memory, "rb")
+        try:
+            data = gdal.VSIFReadL(1, gdal.VSIStatL(memory).size, handle)
+        finally:
+            gdal.VSIFCloseL(handle)
+    finally:
+        gdal.Unlink(memory)
+    path.write_bytes(data)
+    return ranked
+
+
+def _fill_patches(name: str, info: RasterInfo, scores: Sequence[PatchScore], acquisition: str) -> int:
+    source = ogr.GetDriverByName("GPKG").CreateDataSource(name)
     layer = source.CreateLayer("patches", info.ogr_srs(), ogr.wkbPolygon, options=["FID=fid"])
     for name, kind in (
         ("rank", ogr.OFTInteger),

@@ -1,8 +1,9 @@
 """Disk space: refuse up front what cannot fit, and say "disk full" plainly when it happens.
 
-GDAL, safetensors and Python report a full disk in different words (``ENOSPC``, "No space left
-on device", GDAL's "Free disk space available is …"); :func:`is_disk_full` recognises them all
-so that every writer can turn one into a single clear line.
+GDAL, SQLite, safetensors and Python report a full disk in different words (``ENOSPC``, "No
+space left on device", GDAL's "Free disk space available is …", SQLite's "database or disk is
+full"); :func:`is_disk_full` recognises them all so that every writer can turn one into a single
+clear line.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from pathlib import Path
 
 from ..errors import UserError
 
-_DISK_FULL_WORDS = ("no space left on device", "free disk space available")
+_DISK_FULL_WORDS = ("no space left on device", "free disk space available", "database or disk is full")
 
 
 def megabytes(n_bytes: float) -> str:
