@@ -21,6 +21,7 @@ from . import (
     memory,
     pipeline,
     predict_many,
+    round_speed,
     sial_session,
 )
 from .options import add_model_and_device
@@ -36,6 +37,7 @@ BENCHMARKS: dict[str, ModuleType] = {
         dock_pattern,
         sial_session,
         predict_many,
+        round_speed,
     )
 }
 ALL_ORDER = ("pipeline", "acquisition", "memory")

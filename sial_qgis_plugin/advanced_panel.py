@@ -82,13 +82,20 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
             "model's errors."
         )
         form.addRow("Click loss", self.click_loss)
+        self.class_balance = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=1.0, singleStep=0.25)
+        self.class_balance.setToolTip(
+            "How much a class clicked less often counts: 0 averages over the clicks (DIAL: seven "
+            "clicks of one class out of ten push that class everywhere), 1 weighs every clicked "
+            "class the same; measured best across images: 0.5."
+        )
+        form.addRow("Class balance", self.class_balance)
         self.spread = QCheckBox("Spread each click over its superpixel")
         self.spread.setToolTip(
             "A round also learns the click's class on the click's SLIC superpixel (about 150 pixels "
             "of like colour around it): more to learn from per click."
         )
         form.addRow(self.spread)
-        for widget in (self.anchor, self.steps, self.learning_rate):
+        for widget in (self.anchor, self.steps, self.learning_rate, self.class_balance):
             widget.valueChanged.connect(self.apply_disca_settings)
         self.click_loss.currentIndexChanged.connect(self.apply_disca_settings)
         self.spread.toggled.connect(self.apply_disca_settings)
@@ -137,8 +144,12 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
             steps=self.steps.value(),
             learning_rate=self.learning_rate.value(),
             click_loss=self.click_loss.currentData(),
+            class_balance=self.class_balance.value(),
             spread=self.spread.isChecked(),
         )
+
+    def _disca_widgets(self) -> tuple[Any, ...]:
+        return (self.anchor, self.steps, self.learning_rate, self.click_loss, self.class_balance, self.spread)
 
     def _apply_sial_settings(self) -> None:
         if self.populated:
@@ -148,10 +159,11 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
 
     def show_disca_settings(self) -> None:
         settings = self.controller.settings
-        widgets = (self.anchor, self.steps, self.learning_rate, self.click_loss, self.spread)
+        widgets = self._disca_widgets()
         for widget in widgets:
             widget.blockSignals(True)
         self.spread.setChecked(settings.spread)
+        self.class_balance.setValue(float(settings.class_balance))
         self.anchor.setValue(settings.anchor_weight)
         self.steps.setValue(settings.steps)
         self.learning_rate.setValue(settings.learning_rate)
@@ -180,7 +192,7 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
 
     def refresh(self) -> None:
         """DISCA's settings are off for a SIAL session, which trains with its own."""
-        for widget in (self.anchor, self.steps, self.learning_rate, self.click_loss, self.spread):
+        for widget in self._disca_widgets():
             tip = widget.toolTip().split("\nOff now:")[0]
             widget.setEnabled(not self.controller.is_sial)
             widget.setToolTip(tip if not self.controller.is_sial else f"{tip}\nOff now: {DISCA_OFF}")

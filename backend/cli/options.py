@@ -26,6 +26,13 @@ def add_disca_options(parser: argparse.ArgumentParser) -> None:
     )
     group.add_argument("--click-loss", choices=("ce", "ewdl"), help="cross-entropy (DIAL) or EWDL (SIAL)")
     group.add_argument(
+        "--class-balance",
+        type=float,
+        metavar="B",
+        help="a clicked class's pixels weigh (their number) ** -B in the click term: 0 is DIAL's "
+        "mean over the clicks, 1 weighs every class the same (default 0.5)",
+    )
+    group.add_argument(
         "--dial-settings", action="store_true", help="DIAL's published settings (10 steps, lr 2e-6, λ 1)"
     )
     group.add_argument(
@@ -52,6 +59,7 @@ def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
         "learning_rate": args.disca_lr,
         "anchor_weight": args.anchor_weight,
         "click_loss": args.click_loss,
+        "class_balance": args.class_balance,
         "guard": getattr(args, "guard", None),
         "spread": getattr(args, "spread", None),
     }

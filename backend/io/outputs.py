@@ -116,16 +116,19 @@ class OutputStaging:
         return self.path / name
 
     def publish(self, run: dict[str, Any]) -> list[str]:
-        """Move every staged file into place; ``run.json`` (the completion mark) goes last."""
+        """Move every staged file into place; ``run.json`` (the completion mark) goes last.
+
+        Everything is written before anything moves: a disk that fills up fails the run with
+        nothing published, and the moves themselves need no space."""
         names = sorted(p.name for p in self.path.iterdir() if p.is_file())
         check_replaceable(self.out_dir, [*names, RUN_FILE])
-        record_written(self.out_dir, [*names, RUN_FILE])
-        (self.out_dir / RUN_FILE).unlink(missing_ok=True)
         run["files"] = names
-        for name in names:
-            os.replace(self.path / name, self.out_dir / name)
         run_path = self.path / RUN_FILE
         run_path.write_text(json.dumps(run, indent=2) + "\n")
+        record_written(self.out_dir, [*names, RUN_FILE])
+        (self.out_dir / RUN_FILE).unlink(missing_ok=True)
+        for name in names:
+            os.replace(self.path / name, self.out_dir / name)
         os.replace(run_path, self.out_dir / RUN_FILE)
         self.discard()
         return names

@@ -2,9 +2,10 @@
 
 loss = click term + λ · L1(softmax(f(x; θ)), p₀)
 
-- The click term is cross-entropy at the clicked pixels, each clicked class weighing the same
-  (DIAL averages over the clicks: seven clicks of one class out of ten then push that class over
-  the whole map), or SIAL's Error-Weighted Dice Loss.
+- The click term is cross-entropy at the clicked pixels, a class's pixels weighing (their
+  number) ** -0.5 (DIAL averages over the clicks: seven clicks of one class out of ten then push
+  that class over the whole map; weighing every class the same costs new imagery's rarer
+  corrections), or SIAL's Error-Weighted Dice Loss.
 - p₀ is the initial model's softmax on the same crop without clicks. That is the map the
   analyst started from: the anchor keeps far-away pixels where they were.
 
@@ -56,14 +57,14 @@ class DiscaSettings:
     anchor_crops: int = 2  # random crops per round held to the initial prediction (no drift elsewhere)
     seed: int = 0
     guard: bool = True  # roll back a round the guard judges worse (learn/round_check.py)
-    balance_classes: bool = True  # each clicked class weighs the same in the click term (BENCHMARKS.md)
+    class_balance: float = 0.5  # a class's clicked pixels weigh (their number) ** -this (BENCHMARKS.md)
     spread: bool = True  # each click's class also labels its SLIC superpixel (BENCHMARKS.md)
 
     @classmethod
     def dial(cls) -> DiscaSettings:
         """DIAL's published settings: 10 SGD steps at 2e-6, λ = 1, the clicks alone, averaged."""
         return cls(
-            steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0, balance_classes=False, spread=False
+            steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0, class_balance=0.0, spread=False
         )
 
     def check(self) -> None:
@@ -71,6 +72,8 @@ class DiscaSettings:
             raise UserError(f"click loss must be one of {', '.join(CLICK_LOSSES)}, not {self.click_loss}")
         if self.steps < 1 or self.learning_rate <= 0 or self.anchor_weight < 0:
             raise UserError("DISCA needs steps ≥ 1, a positive learning rate and λ ≥ 0")
+        if not 0 <= self.class_balance <= 1:
+            raise UserError(f"the click classes' balance must be between 0 and 1, not {self.class_balance}")
         if self.crop % 32:
             raise UserError(f"the DISCA crop must be a multiple of 32, not {self.crop}")
         if not 1 <= self.max_crops <= self.replay:
@@ -295,9 +298,7 @@ class Disca:
                 if settings.click_loss == "ewdl":
                     click_term = error_weighted_dice(logits, step_index, step_classes, settings.error_weight)
                 else:
-                    click_term = click_cross_entropy(
-                        logits, step_index, step_classes, settings.balance_classes
-                    )
+                    click_term = click_cross_entropy(logits, step_index, step_classes, settings.class_balance)
                 probabilities = logits.softmax(dim=1)
                 mask = step_valid[:, None].expand_as(probabilities)
                 anchor_term = anchor_l1(probabilities[mask], step_p0[mask])

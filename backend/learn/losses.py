@@ -21,15 +21,16 @@ def gather_clicked(logits: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
 
 
 def click_cross_entropy(
-    logits: torch.Tensor, index: torch.Tensor, classes: torch.Tensor, balanced: bool = False
+    logits: torch.Tensor, index: torch.Tensor, classes: torch.Tensor, balance: float = 0.0
 ) -> torch.Tensor:
-    """``balanced``: every clicked class weighs the same, however many clicks it has."""
+    """Each clicked pixel weighs (its class's clicked pixels) ** -``balance``: 0 is DIAL's plain
+    mean, 1 weighs every clicked class the same however many pixels it has."""
     clicked = gather_clicked(logits, index).float()
-    if not balanced:
+    if not balance:
         return F.cross_entropy(clicked, classes)
     per_click = F.cross_entropy(clicked, classes, reduction="none")
     counts = torch.bincount(classes, minlength=logits.shape[1]).float()
-    weights = 1.0 / counts[classes]
+    weights = counts[classes] ** -float(balance)
     return (per_click * weights).sum() / weights.sum()
 
 

@@ -262,6 +262,7 @@ def _click_loop(run: _Annotation, params: BenchmarkParameters, monitor: Monitor)
             "seconds": round(seconds, 3),
             "retrain_seconds": None if retrained is None else round(retrained.seconds, 3),
             "kept": None if retrained is None else retrained.kept,
+            "check": None if retrained is None or retrained.check is None else retrained.check.as_json(),
             "patch": patch.index,
             "click": [click.row, click.col, click.class_id],
         })  # fmt: skip

@@ -46,6 +46,8 @@ def settings_to_meta(settings: RoundSettings) -> dict[str, Any]:
 def settings_from_meta(data: dict[str, Any]) -> RoundSettings:
     data = dict(data)
     if data.pop("kind", "disca") != "sial":
+        if "balance_classes" in data:  # sessions made before the exponent: every class the same, or the mean
+            data["class_balance"] = 1.0 if data.pop("balance_classes") else 0.0
         return DiscaSettings(**data)
     expansion = data.get("expansion")
     return SialSettings(

@@ -83,8 +83,12 @@ def record_written(folder: Path, names: Iterable[str]) -> None:
         known = []
     merged = sorted({*known, *names})
     tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
-    tmp.write_text(json.dumps({"files": merged}, indent=1) + "\n", encoding="utf-8")
-    os.replace(tmp, folder / MANIFEST)
+    try:
+        tmp.write_text(json.dumps({"files": merged}, indent=1) + "\n", encoding="utf-8")
+        os.replace(tmp, folder / MANIFEST)
+    except BaseException:
+        tmp.unlink(missing_ok=True)  # a full disk leaves no half-written manifest behind
+        raise
 
 
 def remove_own_files(folder: Path, names: Iterable[str]) -> None:

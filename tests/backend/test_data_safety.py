@@ -321,6 +321,21 @@ def test_a_disk_that_fills_up_during_predict_is_one_clear_error(tmp_path, small_
     assert "Traceback" not in result.stderr, result.stderr
 
 
+@pytest.mark.parametrize(
+    "error",
+    [
+        OSError(errno.ENOSPC, "No space left on device"),
+        RuntimeError("Free disk space available is 3145728 bytes, whereas 4194304 are at least necessary"),
+        RuntimeError("sqlite3_exec(CREATE TABLE gpkg_contents (...)) failed: database or disk is full"),
+    ],
+)
+def test_every_way_the_libraries_say_disk_full_is_recognised(error):
+    from backend.system.diskspace import is_disk_full
+
+    assert is_disk_full(error)
+    assert not is_disk_full(RuntimeError("sqlite3_exec(ROLLBACK) failed: cannot rollback"))
+
+
 def test_a_disk_that_fills_up_during_predict_leaves_no_partial_cache(
     tmp_path, raster, fast_model, monkeypatch
 ):

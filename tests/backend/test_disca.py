@@ -1,4 +1,5 @@
 import copy
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -53,7 +54,7 @@ def test_disca_lowers_the_error_at_the_clicked_pixels(scene, fast_model, loss, r
         before = clicked_error(bundle.network, bundle.card, source, clicks)
         network, report = retrained(  # the click term as DIAL defines it: a mean over the clicks
             bundle, source, clicks, steps=15, learning_rate=rate, click_loss=loss, anchor_weight=1.0,
-            balance_classes=False,
+            class_balance=0.0,
         )  # fmt: skip
         after = clicked_error(network, bundle.card, source, clicks)
     assert before[1] == 0.0  # every click starts wrong
@@ -138,9 +139,9 @@ def test_held_crops_can_be_switched_off(scene, fast_model):
     assert without.anchor_losses != with_held.anchor_losses  # the held crops change the anchor term
 
 
-def test_the_balanced_click_term_weighs_each_clicked_class_the_same():
-    """Three clicks of class 0 and one of class 1: balanced, the lone click weighs as much as the
-    three together (the mean of the two classes' mean losses)."""
+def test_the_click_term_balances_the_clicked_classes_as_asked():
+    """Three clicks of class 0 and one of class 1: at balance 1 the lone click weighs as much as
+    the three together, at 0.5 as much as √3 of them, at 0 as much as one (DIAL's mean)."""
     from backend.learn.losses import click_cross_entropy
 
     logits = torch.randn(1, 3, 4, 4, generator=torch.Generator().manual_seed(0))
@@ -150,9 +151,21 @@ def test_the_balanced_click_term_weighs_each_clicked_class_the_same():
         logits[0, :, index[:, 1], index[:, 2]].T, classes, reduction="none"
     )
     assert torch.isclose(click_cross_entropy(logits, index, classes), per_click.mean())
-    balanced = click_cross_entropy(logits, index, classes, balanced=True)
+    balanced = click_cross_entropy(logits, index, classes, balance=1.0)
     assert torch.isclose(balanced, (per_click[:3].mean() + per_click[3]) / 2)
-    assert DiscaSettings().balance_classes and not DiscaSettings.dial().balance_classes
+    halfway = click_cross_entropy(logits, index, classes, balance=0.5)
+    assert torch.isclose(halfway, (per_click[:3].sum() / 3**0.5 + per_click[3]) / (3**0.5 + 1))
+    assert DiscaSettings().class_balance == 0.5 and DiscaSettings.dial().class_balance == 0.0
+    with pytest.raises(UserError, match="between 0 and 1"):
+        DiscaSettings(class_balance=2.0).check()
+
+
+def test_a_session_from_before_the_balance_exponent_keeps_its_rounds():
+    from backend.session.settings import settings_from_meta
+
+    old = {"kind": "disca", **{k: v for k, v in asdict(DiscaSettings()).items() if k != "class_balance"}}
+    assert settings_from_meta({**old, "balance_classes": True}).class_balance == 1.0
+    assert settings_from_meta({**old, "balance_classes": False}).class_balance == 0.0
 
 
 def test_spread_clicks_label_their_superpixels_inside_each_crop(scene, fast_model):
@@ -191,7 +204,7 @@ def test_spread_clicks_label_their_superpixels_inside_each_crop(scene, fast_mode
     assert DiscaSettings().spread and not DiscaSettings.dial().spread
 
 
-def test_the_command_line_turns_the_spread_and_the_guard_off():
+def test_the_command_line_sets_the_spread_the_guard_and_the_class_balance():
     import argparse
 
     from backend.cli.options import add_disca_options, disca_settings
@@ -205,3 +218,5 @@ def test_the_command_line_turns_the_spread_and_the_guard_off():
     assert not disca_settings(parser.parse_args([]), off).spread  # a session keeps its last round's
     assert disca_settings(parser.parse_args(["--spread"]), off).spread  # until told otherwise
     assert disca_settings(parser.parse_args(["--guard"]), off).guard
+    balanced = disca_settings(parser.parse_args(["--class-balance", "1"]), off)
+    assert balanced.class_balance == 1.0 and not balanced.spread and default.class_balance == 0.5

@@ -42,6 +42,10 @@ def test_the_dock_starts_a_session_with_styled_grouped_layers(
     dock.disca_spread.setChecked(not controller.settings.spread)  # the checkbox sets the next round's
     assert controller.settings.spread == dock.disca_spread.isChecked()
     dock.disca_spread.setChecked(not controller.settings.spread)
+    assert dock.class_balance.value() == controller.settings.class_balance == 0.5
+    dock.class_balance.setValue(1.0)  # the field sets the next round's weighing of the classes
+    assert controller.settings.class_balance == 1.0
+    dock.class_balance.setValue(0.5)
     dock.raster.setLayer(raster_layer)
     monkeypatch.setattr(dock, "selected_model", lambda: str(small_tile_model))
     monkeypatch.setattr(controller, "_new_session_path", lambda raster: tmp_path / "docked.gpkg")
