@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -42,7 +43,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
 
 
-def timed(work: Any) -> float:
+def timed(work: Callable[[], object]) -> float:
     begun = time.perf_counter()
     work()
     return round(time.perf_counter() - begun, 2)

@@ -82,9 +82,12 @@ def record_written(folder: Path, names: Iterable[str]) -> None:
     except (OSError, ValueError, AttributeError):
         known = []
     merged = sorted({*known, *names})
-    tmp = folder / f"{MANIFEST}.{os.getpid()}.tmp"
+    handle, name = tempfile.mkstemp(prefix=f"{MANIFEST}.", suffix=".tmp", dir=folder)  # a new file, ours
+    tmp = Path(name)
     try:
-        tmp.write_text(json.dumps({"files": merged}, indent=1) + "\n", encoding="utf-8")
+        os.fchmod(handle, 0o644)  # mkstemp's 0600 would hide the manifest from the folder's other users
+        with os.fdopen(handle, "w", encoding="utf-8") as stream:
+            stream.write(json.dumps({"files": merged}, indent=1) + "\n")
         os.replace(tmp, folder / MANIFEST)
     except BaseException:
         tmp.unlink(missing_ok=True)  # a full disk leaves no half-written manifest behind
