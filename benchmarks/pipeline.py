@@ -49,6 +49,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         default=2,
         help="pipeline/forward pairs, alternating; the fastest of each counts (default: 2)",
     )
+    parser.add_argument(
+        "--precision", choices=("auto", "fp32"), default="auto", help="as predict's (default: auto)"
+    )
 
 
 def preload(predictor: Predictor, source: RasterSource, grid: TileGrid) -> list[Batch]:
@@ -91,6 +94,7 @@ def pipeline(
         tile=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,
+        precision=args.precision,
     )
     with stopwatch() as watch:
         report = run_predict(params)
@@ -185,6 +189,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         args.overlap,
         args.batch_size,
         owns_network=True,  # as run_predict's own predictor: BatchNorm folded
+        precision=args.precision,
     )
     status(f"reading and normalising every tile of {scene.path.name} into memory")
     with stopwatch() as prepare, RasterSource(scene.path, bundle.card.input) as source:
@@ -204,6 +209,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "raster": f"{scene.description} ({info.width} × {info.height})",
             "tiles": f"{len(grid)} ({predictor.tile} px, overlap {predictor.overlap}, "
             f"batch {predictor.batch_size}, {len(batches)} batches)",
+            "precision": str(predictor.autocast or torch.float32).removeprefix("torch."),
             "order": order,
             "cpu/wall": "this process's CPU seconds per wall second (≈ threads used)",
             "others": "cores used meanwhile by the rest of the machine (> 0.25: figures suspect)",

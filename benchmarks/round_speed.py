@@ -14,6 +14,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, replace
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, help="SGD steps per round (default: DISCA's)")
     parser.add_argument("--device", default="auto")
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32"),
+        default="auto",
+        help="of the maps, as predict's (default: auto)",
+    )
 
 
 def timed(work: Callable[[], object]) -> float:
@@ -74,16 +81,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         path = Path(folder) / "s.gpkg"
         session = Session.create(path, scene.path, args.model, args.device, settings=settings)
         status("the first map")
-        first = timed(session.predict)
+        predict = partial(session.predict, precision=args.precision)
+        first = timed(predict)
         grid_clicks(session, args.clicks, args.size, session.bundle.card.n_classes)
-        ac = timed(session.predict)
+        ac = timed(predict)
         say(f"first map {first:.2f} s, AC update for {args.clicks} clicks {ac:.2f} s")
         say(f"| round | round (s) | redraw {VISIBLE}² (s) | whole (s) | round + redraw | round + whole |")
         for round_ in range(1, args.rounds + 1):
             status(f"round {round_}")
             seconds = timed(session.retrain)
-            redraw = timed(lambda: session.predict(region=visible))
-            whole = timed(session.predict)
+            redraw = timed(lambda: predict(region=visible))
+            whole = timed(predict)
             rows.append({"round": round_, "round_s": seconds, "redraw_s": redraw, "whole_s": whole})
             say(
                 f"| {round_} | {seconds:.2f} | {redraw:.2f} | {whole:.2f} | {seconds + redraw:.2f} | "
@@ -100,6 +108,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "first_map_s": first,
         "ac_update_s": ac,
         "settings": asdict(settings),
+        "precision": args.precision,
         "rounds": rows,
     }
     save(NAME, data)

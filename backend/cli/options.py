@@ -15,6 +15,16 @@ def add_device(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_precision(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--precision",
+        choices=("auto", "fp32"),
+        default="auto",
+        help="auto (default): bfloat16 on a CPU that computes it natively, float16 on a GPU; "
+        "fp32: float32 everywhere (the same maps on every machine, slower)",
+    )
+
+
 def add_disca_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("DISCA retraining")
     group.add_argument("--disca-steps", type=int, help="SGD steps per round (default 10)")

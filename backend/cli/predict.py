@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device, add_pixel_size
+from .options import add_device, add_pixel_size, add_precision
 from .terminal import monitor, print_report
 
 NAME = "predict"
@@ -34,6 +34,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mc-passes", type=int, default=5, help="stochastic passes for mcdropout (default: 5)"
     )
     add_device(parser)
+    add_precision(parser)
     parser.add_argument("--tile", type=int, help="tile size in pixels (default: the model card's, 512)")
     parser.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the model card's, 128)")
     parser.add_argument(
@@ -65,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         acquisition=args.acquisition,
         mc_passes=args.mc_passes,
         device=args.device,
+        precision=args.precision,
         tile=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from .options import add_device
+from .options import add_device, add_precision
 from .terminal import monitor
 
 NAME = "predict-many"
@@ -30,6 +30,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--mc-passes", type=int, default=5, help="stochastic passes for mcdropout (default: 5)"
     )
     add_device(parser)
+    add_precision(parser)
     parser.add_argument("--tile", type=int, help="tile size in pixels (default: the model card's)")
     parser.add_argument("--overlap", type=int, help="tile overlap in pixels (default: the model card's)")
     parser.add_argument(
@@ -68,6 +69,7 @@ def run(args: argparse.Namespace) -> int:
         acquisition=args.acquisition,
         mc_passes=args.mc_passes,
         device=args.device,
+        precision=args.precision,
         tile=args.tile,
         overlap=args.overlap,
         batch_size=args.batch_size,

@@ -96,7 +96,7 @@ def plan_job(params: ManyParameters) -> ManyJob:
     check_tiling(tile, overlap)
     acquisition = Acquisition(params.acquisition, mc_passes=params.mc_passes, mc_rate=card.mc_dropout_rate)
     layout = Layout(tile, overlap, params.patch_size or tile, params.block, card.weights_sha256 or card.name,
-                    acquisition)  # fmt: skip
+                    acquisition, params.precision)  # fmt: skip
     layout.check()
     out = Path(params.out_dir).absolute()
     if out.exists() and not out.is_dir():

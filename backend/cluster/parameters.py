@@ -21,6 +21,7 @@ class ManyParameters:
     acquisition: str = "entropy"
     mc_passes: int = 5
     device: str = "auto"
+    precision: str = "auto"  # see backend/model/network.py inference_dtype
     tile: int | None = None
     overlap: int | None = None
     batch_size: int | None = None
@@ -65,6 +66,6 @@ class ManyJob:
     def settings(self, cluster: Cluster) -> TaskSettings:
         p, layout = self.params, self.layout
         return TaskSettings(
-            str(self.model_dir), p.device, p.acquisition, p.mc_passes, layout.tile, layout.overlap,
-            p.batch_size, layout.patch_size, p.torch_threads, cluster.threads_by_host,
+            str(self.model_dir), p.device, p.precision, p.acquisition, p.mc_passes, layout.tile,
+            layout.overlap, p.batch_size, layout.patch_size, p.torch_threads, cluster.threads_by_host,
         )  # fmt: skip

@@ -48,6 +48,7 @@ class Layout:
     block: int
     model: str  # the weights' SHA-256 (or the model's name)
     acquisition: Acquisition
+    precision: str = "auto"
 
     def check(self) -> None:
         if self.patch_size < 1:
@@ -132,6 +133,7 @@ def plan_input(
         "patch_size": layout.patch_size,
         "block": layout.block,
         "acquisition": dataclasses.asdict(layout.acquisition),
+        "precision": layout.precision,
         "normalization": scaling.description,
     }
     rows = tile_offsets(info.height, layout.tile, layout.overlap)

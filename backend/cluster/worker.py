@@ -29,6 +29,7 @@ class TaskSettings:
 
     model_dir: str
     device: str
+    precision: str
     acquisition: str
     mc_passes: int
     tile: int
@@ -40,8 +41,8 @@ class TaskSettings:
 
     @property
     def predictor_key(self) -> tuple:
-        return (self.model_dir, self.device, self.acquisition, self.mc_passes, self.tile, self.overlap,
-                self.batch_size)  # fmt: skip
+        return (self.model_dir, self.device, self.precision, self.acquisition, self.mc_passes, self.tile,
+                self.overlap, self.batch_size)  # fmt: skip
 
 
 def predictor_for(settings: TaskSettings) -> tuple[Any, bool]:
@@ -61,7 +62,7 @@ def predictor_for(settings: TaskSettings) -> tuple[Any, bool]:
         )
         predictor = Predictor(
             bundle, worker_device(settings.device), acquisition, settings.tile, settings.overlap,
-            settings.batch_size, owns_network=True,
+            settings.batch_size, owns_network=True, precision=settings.precision,
         )  # fmt: skip
         _PREDICTORS.clear()  # one model per worker: a new run's model replaces the last one
         _PREDICTORS[settings.predictor_key] = predictor

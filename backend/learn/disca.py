@@ -103,13 +103,19 @@ AnchorFunction = Callable[[torch.Tensor], torch.Tensor]
 
 
 def anchor_from(network: nn.Module) -> AnchorFunction:
-    """The anchor p₀ as predicted by ``network`` (the initial model, kept frozen)."""
+    """The anchor p₀ as predicted by ``network`` (the initial model, kept frozen), in the rounds'
+    precision."""
     network.eval()
     for parameter in network.parameters():
         parameter.requires_grad_(False)
 
+    dtype = bfloat16_if_supported(next(network.parameters()).device)
+
     def predict(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
+        with (
+            torch.inference_mode(),
+            torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+        ):
             return softmax_probabilities(network(x))
 
     return predict
@@ -341,8 +347,13 @@ class Disca:
         return torch.cat([x[near], far]), index[inside], classes[inside], far_valid
 
     def _probe_classes(self, probe: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The probe's classes, in the rounds' precision (bf16 where native: half the time)."""
         self.network.eval()
-        with torch.inference_mode():
+        dtype = bfloat16_if_supported(self.device)
+        with (
+            torch.inference_mode(),
+            torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+        ):
             return self.network(probe[0]).argmax(dim=1)
 
 

@@ -95,6 +95,19 @@ def bfloat16_if_supported(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
+PRECISIONS = ("auto", "fp32")
+
+
+def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
+    """The autocast type of a prediction: with ``auto``, float16 on a GPU and bfloat16 on a CPU
+    that computes it natively (2.4× faster there, BENCHMARKS.md); None (float32) otherwise."""
+    if precision not in PRECISIONS:
+        raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision}")
+    if precision == "fp32":
+        return None
+    return torch.float16 if device.type == "cuda" else bfloat16_if_supported(device)
+
+
 def freeze_batchnorm(network: nn.Module) -> None:
     """Keep BatchNorm statistics and affine parameters fixed (DISCA retraining on a few pixels)."""
     for module in network.modules():

@@ -24,7 +24,7 @@ from ..io.outputs import CLASS_NODATA, MapBlock, MapUpdater, MapWriter
 from ..io.raster import RasterSource
 from ..io.tiling import Patch, Tile, TileGrid
 from ..model.bundle import ModelBundle
-from ..model.network import fold_batchnorm
+from ..model.network import fold_batchnorm, inference_dtype
 from ..progress import Monitor
 from ..system.runtime import default_batch_size, describe_device, resolve_device, synchronize
 from .blending import Accumulator
@@ -97,6 +97,7 @@ class Predictor:
         overlap: int | None = None,
         batch_size: int | None = None,
         owns_network: bool = False,
+        precision: str = "auto",
     ):
         """``owns_network``: the network is only for prediction here (no retraining will follow),
         so its BatchNorms may be folded into the convolutions for speed."""
@@ -106,7 +107,7 @@ class Predictor:
         self.tile = tile or self.card.tiling.tile_size
         self.overlap = self.card.tiling.overlap if overlap is None else overlap
         self.batch_size = batch_size or default_batch_size(self.device)
-        self.autocast = self.device.type == "cuda"
+        self.autocast = inference_dtype(self.device, precision)
         self.network = bundle.network.eval()
         if owns_network:
             fold_batchnorm(self.network)
@@ -135,6 +136,7 @@ class Predictor:
             "tile_size": self.tile,
             "overlap": self.overlap,
             "batch_size": self.batch_size,
+            "precision": str(self.autocast or torch.float32).removeprefix("torch."),
         }
 
     # ------------------------------------------------------------------ tiles

@@ -70,6 +70,8 @@ class PredictParameters:
     retraining); a normal run afterwards recomputes everything."""
     pixel_size: float | None = None
     """The raster's pixel size in metres, for one without a CRS (see :mod:`..io.grid`)."""
+    precision: str = "auto"
+    """``auto``: bfloat16 on a CPU that computes it natively, float16 on a GPU; ``fp32``: float32."""
 
 
 @dataclass
@@ -130,8 +132,9 @@ def _predict(
     acquisition = Acquisition(params.acquisition, mc_passes=params.mc_passes, mc_rate=card.mc_dropout_rate)
     owns = params.bundle is None  # a model only for predicting: its BatchNorms may be folded
     predictor = Predictor(
-        bundle, params.device, acquisition, params.tile, params.overlap, params.batch_size, owns_network=owns
-    )
+        bundle, params.device, acquisition, params.tile, params.overlap, params.batch_size, owns_network=owns,
+        precision=params.precision,
+    )  # fmt: skip
     plan = RunPlan.of(
         Path(params.out_dir), info, predictor.tile, predictor.overlap, predictor.channels,
         predictor.device.type, params.cache,

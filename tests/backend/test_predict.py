@@ -8,7 +8,7 @@ import torch
 from osgeo import ogr
 from rasterio.errors import NotGeoreferencedWarning
 
-from backend.errors import Cancelled
+from backend.errors import Cancelled, UserError
 from backend.io.raster import RasterSource
 from backend.io.tiling import TileGrid
 from backend.model.bundle import load_bundle
@@ -111,11 +111,13 @@ def test_run_json_records_device_tiles_timings_and_memory(masked_prediction):
 
 
 def test_blending_happens_before_argmax_and_uncertainty(tmp_path, small_tile_model):
-    """An independent float64 re-computation: blend tile softmaxes, then argmax and entropy."""
+    """An independent float64 re-computation: blend tile softmaxes, then argmax and entropy (the
+    network in float32: bfloat16 rounds the folded and the plain network differently)."""
     raster = write_raster(tmp_path / "r.tif", random_image(300, 260, seed=2))
-    run_predict(PredictParameters(raster=raster, out_dir=tmp_path / "out", model_dir=small_tile_model))
+    out = tmp_path / "out"
+    run_predict(PredictParameters(raster=raster, out_dir=out, model_dir=small_tile_model, precision="fp32"))
     bundle = load_bundle(small_tile_model)
-    predictor = Predictor(bundle, "cpu")
+    predictor = Predictor(bundle, "cpu", precision="fp32")
     grid = TileGrid(260, 300, 128, 32)
     total = np.zeros((5, 300, 260))
     weight = np.zeros((300, 260))
@@ -135,6 +137,24 @@ def test_blending_happens_before_argmax_and_uncertainty(tmp_path, small_tile_mod
     assert (classes == expected_classes)[~near_tie].all()
     np.testing.assert_allclose(entropy, expected_entropy, atol=1e-5)
     assert len(grid) == 9
+
+
+def test_the_network_runs_in_bfloat16_where_the_cpu_computes_it_and_float32_when_asked(
+    tmp_path, small_tile_model
+):
+    raster = write_raster(tmp_path / "r.tif", random_image(300, 260, seed=2))
+    native = torch.ops.mkldnn._is_mkldnn_bf16_supported()
+    for precision, expected in (("auto", "bfloat16" if native else "float32"), ("fp32", "float32")):
+        out = tmp_path / precision
+        params = PredictParameters(
+            raster=raster, out_dir=out, model_dir=small_tile_model, precision=precision
+        )
+        run_predict(params)
+        assert json.loads((out / "run.json").read_text())["precision"] == expected
+    agree = read_band(tmp_path / "auto" / "classes.tif") == read_band(tmp_path / "fp32" / "classes.tif")
+    assert agree.mean() > 0.97  # an untrained network's near-ties; the bundled models: test_bundled_models
+    with pytest.raises(UserError, match="precision must be one of auto, fp32"):
+        Predictor(load_bundle(small_tile_model), "cpu", precision="fp16")
 
 
 def test_predictions_are_deterministic(tmp_path, small_tile_model):
