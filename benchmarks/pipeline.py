@@ -18,6 +18,7 @@ from backend.errors import UserError
 from backend.io.raster import RasterSource
 from backend.io.tiling import Tile, TileGrid
 from backend.model.bundle import load_bundle
+from backend.model.network import PRECISIONS
 from backend.predict.inference import Predictor
 from backend.predict.job import PredictParameters, run_predict
 from backend.predict.uncertainty import Acquisition, run_network
@@ -50,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pipeline/forward pairs, alternating; the fastest of each counts (default: 2)",
     )
     parser.add_argument(
-        "--precision", choices=("auto", "fp32"), default="auto", help="as predict's (default: auto)"
+        "--precision", choices=PRECISIONS, default="auto", help="as predict's (default: auto)"
     )
 
 
@@ -209,7 +210,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "raster": f"{scene.description} ({info.width} × {info.height})",
             "tiles": f"{len(grid)} ({predictor.tile} px, overlap {predictor.overlap}, "
             f"batch {predictor.batch_size}, {len(batches)} batches)",
-            "precision": str(predictor.autocast or torch.float32).removeprefix("torch."),
+            "precision": predictor.precision,
             "order": order,
             "cpu/wall": "this process's CPU seconds per wall second (≈ threads used)",
             "others": "cores used meanwhile by the rest of the machine (> 0.25: figures suspect)",

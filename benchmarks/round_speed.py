@@ -21,6 +21,7 @@ from typing import Any
 import rasterio
 
 from backend.learn.disca import DiscaSettings
+from backend.model.network import PRECISIONS
 from backend.session.session import Session
 from backend.system.runtime import resolve_device
 
@@ -44,7 +45,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32"),
+        choices=PRECISIONS,
         default="auto",
         help="of the maps, as predict's (default: auto)",
     )

@@ -16,9 +16,11 @@ def add_device(parser: argparse.ArgumentParser) -> None:
 
 
 def add_precision(parser: argparse.ArgumentParser) -> None:
+    from ..model.network import PRECISIONS
+
     parser.add_argument(
         "--precision",
-        choices=("auto", "fp32"),
+        choices=PRECISIONS,
         default="auto",
         help="auto (default): bfloat16 on a CPU that computes it natively, float16 on a GPU; "
         "fp32: float32 everywhere (the same maps on every machine, slower)",

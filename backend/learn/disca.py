@@ -32,7 +32,7 @@ from ..errors import UserError
 from ..io.clicks import Click, encode_clicks
 from ..io.raster import RasterSource
 from ..model.card import ModelCard
-from ..model.network import bfloat16_if_supported, freeze_batchnorm, softmax_probabilities
+from ..model.network import autocast, bfloat16_if_supported, freeze_batchnorm, softmax_probabilities
 from ..progress import Monitor
 from .losses import anchor_l1, click_cross_entropy, error_weighted_dice
 from .round_check import CHECK_CROPS, RoundCheck, Verdict, far_origins, judge_round
@@ -114,7 +114,7 @@ def anchor_from(network: nn.Module) -> AnchorFunction:
     def predict(x: torch.Tensor) -> torch.Tensor:
         with (
             torch.inference_mode(),
-            torch.autocast(x.device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+            autocast(x.device.type, dtype),
         ):
             return softmax_probabilities(network(x))
 
@@ -296,9 +296,7 @@ class Disca:
                     if drop.any():
                         inputs = inputs.clone()
                         inputs[drop.to(self.device), self.card.n_bands :] = 0.0
-                with torch.autocast(
-                    self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None
-                ):
+                with autocast(self.device.type, dtype):
                     logits = network(inputs)
                 logits = logits.float()
                 if settings.click_loss == "ewdl":
@@ -352,7 +350,7 @@ class Disca:
         dtype = bfloat16_if_supported(self.device)
         with (
             torch.inference_mode(),
-            torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None),
+            autocast(self.device.type, dtype),
         ):
             return self.network(probe[0]).argmax(dim=1)
 

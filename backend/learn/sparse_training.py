@@ -38,7 +38,7 @@ from torch.optim.swa_utils import AveragedModel
 from ..errors import UserError
 from ..io.raster import RasterSource
 from ..model.card import ModelCard
-from ..model.network import bfloat16_if_supported, freeze_batchnorm, softmax_probabilities
+from ..model.network import autocast, bfloat16_if_supported, freeze_batchnorm, softmax_probabilities
 from ..progress import Monitor
 from .crops import colour_jitter
 from .disca import anchor_from
@@ -233,7 +233,7 @@ class SparseTrainer:
         """One optimiser step on a batch; returns its loss."""
         settings = self.settings
         dtype = bfloat16_if_supported(self.device)
-        with torch.autocast(self.device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+        with autocast(self.device.type, dtype):
             logits = self.network(x.contiguous(memory_format=torch.channels_last))
         logits = logits.float()
         if settings.loss == "ce":

@@ -30,7 +30,7 @@ from ..errors import UserError
 from ..io.raster import RasterSource
 from ..model.bundle import ModelBundle, load_bundle, save_bundle
 from ..model.card import ModelCard
-from ..model.network import bfloat16_if_supported, build_network
+from ..model.network import autocast, bfloat16_if_supported, build_network
 from ..predict.evaluation import LABEL_NODATA, Scores, predict_in_memory, read_labels, score
 from ..predict.inference import Predictor
 from ..progress import Monitor
@@ -124,7 +124,7 @@ def train(
             monitor.check()
             x, y = sampler.batch(card.n_classes)
             x, y = x.to(device), y.to(device)
-            with torch.autocast(device.type, dtype=dtype or torch.float32, enabled=dtype is not None):
+            with autocast(device.type, dtype):
                 logits = network(x)
             logits = logits.float()
             loss = F.cross_entropy(logits, y, ignore_index=LABEL_NODATA) + config.dice_weight * dice(

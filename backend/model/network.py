@@ -95,6 +95,11 @@ def bfloat16_if_supported(device: torch.device) -> torch.dtype | None:
     return torch.bfloat16 if torch.ops.mkldnn._is_mkldnn_bf16_supported() else None
 
 
+def autocast(device_type: str, dtype: torch.dtype | None) -> torch.autocast:
+    """Autocast to ``dtype``; None: off (float32)."""
+    return torch.autocast(device_type, dtype=dtype or torch.float32, enabled=dtype is not None)
+
+
 PRECISIONS = ("auto", "fp32")
 
 

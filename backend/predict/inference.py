@@ -125,6 +125,11 @@ class Predictor:
                 )
             self.confidnet = self.confidnet.to(self.device).to(memory_format=torch.channels_last).eval()
 
+    @property
+    def precision(self) -> str:
+        """What the network computes in: bfloat16, float16 or float32."""
+        return str(self.autocast or torch.float32).removeprefix("torch.")
+
     def describe(self) -> dict[str, Any]:
         """What run.json says of the model and how it ran (one prediction, or one block of many)."""
         card = self.card
@@ -136,7 +141,7 @@ class Predictor:
             "tile_size": self.tile,
             "overlap": self.overlap,
             "batch_size": self.batch_size,
-            "precision": str(self.autocast or torch.float32).removeprefix("torch."),
+            "precision": self.precision,
         }
 
     # ------------------------------------------------------------------ tiles

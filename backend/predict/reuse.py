@@ -43,7 +43,7 @@ def cache_key(
         "patch_size": patch_size,
         "acquisition": dataclasses.asdict(predictor.acquisition),
         "device": predictor.device.type,
-        "precision": str(predictor.autocast),
+        "precision": predictor.precision,
         "normalization": source.scaling.description,
         "engine": __version__,
     }

@@ -27,6 +27,7 @@ from torch import nn
 
 from ..model.network import (
     DropoutMasks,
+    autocast,
     decode,
     dropout_features,
     encode,
@@ -81,17 +82,17 @@ def run_network(
     tile_ids: list[int],
     n_image_channels: int,
     image_step: torch.Tensor | None = None,
-    autocast: torch.dtype | None = None,
+    dtype: torch.dtype | None = None,
     confidnet: nn.Module | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Class probabilities (B × C × H × W, float32) and, for per-tile acquisitions, uncertainty
     (B × 1 × H × W).
 
     ``tile_ids`` seed MC dropout per tile; ``image_step`` is ODIN's ε per image channel in
-    normalised units (ε / std); ``autocast`` the reduced precision to compute in (None: float32).
+    normalised units (ε / std); ``dtype`` the reduced precision to compute in (None: float32).
     """
     device_type = x.device.type
-    with torch.autocast(device_type, dtype=autocast or torch.float32, enabled=autocast is not None):
+    with autocast(device_type, dtype):
         if acquisition.name == "odin":
             return _odin(network, x, acquisition, n_image_channels, image_step)
         with torch.inference_mode():
