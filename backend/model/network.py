@@ -105,7 +105,7 @@ PRECISIONS = ("auto", "fp32")
 
 def inference_dtype(device: torch.device, precision: str = "auto") -> torch.dtype | None:
     """The autocast type of a prediction: with ``auto``, float16 on a GPU and bfloat16 on a CPU
-    that computes it natively (2.4× faster there, BENCHMARKS.md); None (float32) otherwise."""
+    that computes it natively (the network 2.5× faster there, BENCHMARKS.md); None (float32) otherwise."""
     if precision not in PRECISIONS:
         raise UserError(f"precision must be one of {', '.join(PRECISIONS)}, not {precision}")
     if precision == "fp32":
