@@ -80,6 +80,21 @@ def test_refine_with_memory_layer_clicks_and_keep_the_adapted_model(
     assert adapted.card.provenance["adapted"]["clicks"] == 2
 
 
+def test_refine_offers_the_engines_disca_defaults(provider):
+    from backend.learn.disca import DiscaSettings
+
+    algorithm = QgsApplication.processingRegistry().algorithmById("sial:refine")
+    defaults = {
+        name: algorithm.parameterDefinition(name).defaultValue() for name in ("STEPS", "ANCHOR_WEIGHT", "LR")
+    }
+    engine = DiscaSettings()
+    assert defaults == {
+        "STEPS": engine.steps,
+        "ANCHOR_WEIGHT": engine.anchor_weight,
+        "LR": engine.learning_rate,
+    }
+
+
 def test_engine_errors_become_one_processing_error(provider, small_tile_model, tmp_path):
     import processing
     from qgis.core import QgsProcessingException
