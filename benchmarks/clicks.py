@@ -23,6 +23,7 @@ from backend.system.runtime import resolve_device
 
 from . import OUT
 from .machine import describe_machine
+from .options import add_disca_steps, with_steps
 from .report import header, save, say, started
 from .scenes import SHARED_DATA
 
@@ -37,6 +38,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tiles", default="2,6")
     parser.add_argument("--clicks", type=int, default=50)
     parser.add_argument("--device", default="auto")
+    add_disca_steps(parser)
     parser.add_argument("--modes", default="ac,disca,dial")
     parser.add_argument("--orders", default="entropy,random")
     parser.add_argument("--seed", type=int, default=0)
@@ -113,6 +115,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         f"{NAME}: {SUMMARY}", describe_machine(device), {"model": str(args.model), "clicks": str(args.clicks)}
     )
     tuned = tune(args.model, args.device, args.seed) if args.tune else DiscaSettings()
+    tuned = with_steps(tuned, args.disca_steps)
     configs = {"ac": tuned, "disca": tuned, "dial": DiscaSettings.dial()}
     results: dict[str, dict[str, Any]] = {}
     say(f"{'tile':>4} {'mode':>6} {'order':>8} " + " ".join(f"{m:>7}" for m in MARKS) + "  s/click  s/round")

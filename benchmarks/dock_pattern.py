@@ -20,6 +20,7 @@ from backend.protocols.dock import DockParameters, run_dock
 from . import OUT
 from .domain_adaptation import LOVEDA_TO_DUBAI, REPOSITORY, prepare_tanzania
 from .machine import describe_machine
+from .options import add_disca_steps, with_steps
 from .report import header, save, say, started
 from .scenes import SHARED_DATA
 
@@ -43,6 +44,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-spread", action="store_true", help="learn each click's pixel alone, not its superpixel"
     )
     parser.add_argument("--device", default="auto")
+    add_disca_steps(parser)
 
 
 def case_inputs(name: str) -> tuple[Path, Path, Path, dict[int, int] | None, str | None]:
@@ -83,7 +85,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if unknown := set(wanted) - set(CASES):
         raise UserError(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(CASES)}")
     patterns = parse_patterns(args.patterns)
-    settings = DiscaSettings(guard=not args.no_guard, spread=not args.no_spread)
+    settings = with_steps(DiscaSettings(guard=not args.no_guard, spread=not args.no_spread), args.disca_steps)
     from backend.system.runtime import resolve_device
 
     header("the dock's pattern", describe_machine(resolve_device(args.device)), {"disca": str(settings)})

@@ -30,6 +30,7 @@ from backend.protocols.dial import BenchmarkParameters, plot_runs, run_benchmark
 
 from . import OUT
 from .machine import describe_machine
+from .options import add_disca_steps
 from .report import header, save, say, started
 from .scenes import SHARED_DATA
 
@@ -52,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pixel size (m) to resample the Tanzania image to (default: its own, 7.7 cm)",
     )
     parser.add_argument("--device", default="auto")
+    add_disca_steps(parser)
     parser.add_argument("--disca-lr", type=float, help="DISCA learning rate (default: the engine's)")
     parser.add_argument("--anchor-weight", type=float, help="DISCA's λ (default: its own)")
     parser.add_argument("--modes", default="disca,ac", help="comma-separated: disca, ac")
@@ -164,7 +166,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         settings,
         **{
             k: v
-            for k, v in (("learning_rate", args.disca_lr), ("anchor_weight", args.anchor_weight))
+            for k, v in (
+                ("learning_rate", args.disca_lr),
+                ("anchor_weight", args.anchor_weight),
+                ("steps", args.disca_steps),
+            )
             if v is not None
         },
     )

@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from backend.system.runtime import DEVICE_CHOICES
+
+if TYPE_CHECKING:  # torch is imported only by the benchmarks that train
+    from backend.learn.disca import DiscaSettings
 
 
 def add_model_and_device(parser: argparse.ArgumentParser) -> None:
@@ -37,3 +42,17 @@ def add_tiling(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tile", type=int, help="tile size (default: the model card's)")
     parser.add_argument("--overlap", type=int, help="tile overlap (default: the model card's)")
     parser.add_argument("--batch-size", type=int, help="tiles per forward pass (default: the engine's)")
+
+
+def add_disca_steps(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--disca-steps",
+        type=int,
+        metavar="N",
+        help="SGD steps per DISCA round (default: the engine's, 10); the dock's 'Steps per round'",
+    )
+
+
+def with_steps(settings: DiscaSettings, steps: int | None) -> DiscaSettings:
+    """``settings`` with ``--disca-steps`` applied when it was given."""
+    return settings if steps is None else replace(settings, steps=steps)

@@ -13,8 +13,11 @@ transitive ones included, is the version the tests ran with:
 - dependencies of other platforms (colorama on Windows) are named in a comment: not installed
   here, so no tested version exists.
 
-``python tools/constraints.py`` writes the file; ``--check`` exits 2 when it is out of step
-(tests/test_installer.py runs the check).
+``./dev.sh setup`` installs .venv under these constraints too, so the tests run with exactly
+what the plugin installs, whatever the registry has released since (a new filelock once failed CI
+here). To move a version: change requirements.txt, delete the lines that stand in its way, run
+``./dev.sh setup``, then ``python tools/constraints.py``, which writes the file; ``--check``
+exits 2 when it is out of step (tests/test_installer.py runs the check).
 """
 
 from __future__ import annotations
