@@ -15,7 +15,7 @@ APT_PACKAGES=(python3-gdal gdal-bin python3-rasterio python3-scipy python3-matpl
               python3-venv xvfb xauth)
 VENV=.venv
 PY=$VENV/bin/python
-LOCK=sial_qgis_plugin/constraints.txt  # the versions the plugin installs, and the tests run with
+LOCK=requirements.lock  # every version pip installs here (tools/constraints.py writes it)
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
@@ -72,9 +72,9 @@ setup_python() {
   wanted=$(cat requirements.txt "$LOCK" | sha256sum | cut -d' ' -f1)
   if [ "$(cat "$stamp" 2>/dev/null)" != "$wanted" ]; then
     say "installing Python packages (torch is large: a few GB, a minute or two)"
-    # Keep Debian's numpy: its GDAL bindings are built against it. The plugin's constraints
-    # hold every other version, so the tests run with what the plugin installs into QGIS,
-    # whatever the registry has released since (tools/constraints.py says how to move them).
+    # Keep Debian's numpy: its GDAL bindings are built against it. The lock holds every other
+    # version, so the tests run with what the plugin installs into QGIS, whatever the registry
+    # has released since (tools/constraints.py says how to move them).
     local constraints=$VENV/constraints.txt
     /usr/bin/python3 -c 'import numpy; print(f"numpy=={numpy.__version__}")' > "$constraints"
     "$PY" -m pip install --quiet --disable-pip-version-check -c "$constraints" -c "$LOCK" -r requirements.txt

@@ -13,11 +13,12 @@ transitive ones included, is the version the tests ran with:
 - dependencies of other platforms (colorama on Windows) are named in a comment: not installed
   here, so no tested version exists.
 
-``./dev.sh setup`` installs .venv under these constraints too, so the tests run with exactly
-what the plugin installs, whatever the registry has released since (a new filelock once failed CI
-here). To move a version: change requirements.txt, delete the lines that stand in its way, run
-``./dev.sh setup``, then ``python tools/constraints.py``, which writes the file; ``--check``
-exits 2 when it is out of step (tests/test_installer.py runs the check).
+It also writes ``requirements.lock``, every package pip installed into .venv at its version,
+which ``./dev.sh setup`` installs under: so the tests run with what the plugin installs, whatever
+the registry has released since (a new filelock once put CI out of step). To move a version:
+change requirements.txt, delete the lock's lines that stand in its way, run ``./dev.sh setup``,
+then ``python tools/constraints.py``, which writes both files; ``--check`` exits 2 when either
+is out of step (tests/test_installer.py runs the check).
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ from packaging.requirements import Requirement
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 TARGET = REPOSITORY / "sial_qgis_plugin" / "constraints.txt"
+LOCK = REPOSITORY / "requirements.lock"
 ROOTS = ("torch", "torchvision", "segmentation-models-pytorch", "safetensors", "rasterio")
 """What the plugin installs (sial_qgis_plugin/environment.py, REQUIRED)."""
 KEPT = {"numpy"}  # QGIS's own
@@ -40,6 +42,10 @@ HEADER = """\
 # ran with. Written by tools/constraints.py from the project's .venv; do not edit by hand.
 # ==: installed by pip in the tested environment. >=: taken from Debian there (older than the
 # wheels a newer QGIS's Python needs). numpy is QGIS's own, and never installed over it.
+"""
+LOCK_HEADER = """\
+# Every package pip installed into .venv, at the version the tests ran with: ./dev.sh setup
+# installs under it (pip -c). Written by tools/constraints.py; do not edit by hand.
 """
 
 
@@ -90,22 +96,33 @@ def constraints_text() -> str:
     return "".join(lines)
 
 
+def lock_text() -> str:
+    """Every distribution pip installed into .venv, pinned: what ./dev.sh setup installs."""
+    pinned = {
+        normalise(d.metadata["Name"]): d.version
+        for d in metadata.distributions()
+        if from_pip(d) and normalise(d.metadata["Name"]) != "pip"  # the venv's own, from Debian
+    }
+    lines = [LOCK_HEADER] + [f"{name}=={version}\n" for name, version in sorted(pinned.items())]
+    return "".join(lines)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="tools/constraints.py", description=__doc__.split("\n\n")[0])
     parser.add_argument("--check", action="store_true", help="exit 2 if the file is out of step")
     args = parser.parse_args(argv)
-    text = constraints_text()
+    files = {TARGET: constraints_text(), LOCK: lock_text()}
     if args.check:
-        if not TARGET.is_file() or TARGET.read_text(encoding="utf-8") != text:
-            print(
-                f"error: {TARGET.relative_to(REPOSITORY)} is out of step: run tools/constraints.py",
-                file=sys.stderr,
-            )
+        stale = [p for p, text in files.items() if not p.is_file() or p.read_text("utf-8") != text]
+        if stale:
+            names = " and ".join(str(path.relative_to(REPOSITORY)) for path in stale)
+            print(f"error: {names} out of step with .venv: run tools/constraints.py", file=sys.stderr)
             return 2
-        print(f"{TARGET.relative_to(REPOSITORY)}: in step")
+        print(f"{' and '.join(str(p.relative_to(REPOSITORY)) for p in files)}: in step")
         return 0
-    TARGET.write_text(text, encoding="utf-8")
-    print(f"wrote {TARGET.relative_to(REPOSITORY)}")
+    for path, text in files.items():
+        path.write_text(text, encoding="utf-8")
+        print(f"wrote {path.relative_to(REPOSITORY)}")
     return 0
 
 
