@@ -49,7 +49,8 @@ def add_disca_steps(parser: argparse.ArgumentParser) -> None:
         "--disca-steps",
         type=int,
         metavar="N",
-        help="SGD steps per DISCA round (default: the engine's, 10); the dock's 'Steps per round'",
+        help="SGD steps per DISCA round (default: the engine's, by the round's new clicks); the dock's "
+        "'Steps per round'",
     )
 
 

@@ -57,6 +57,10 @@ def timed(work: Callable[[], object]) -> float:
     return round(time.perf_counter() - begun, 2)
 
 
+def _retrain_into(session: Session, reports: list[Any]) -> None:
+    reports.append(session.retrain())
+
+
 def grid_clicks(session: Session, count: int, size: int, n_classes: int) -> None:
     """``count`` clicks on an even grid, each of the class after the one the map shows there."""
     with rasterio.open(session.outputs / "classes.tif") as classes:
@@ -90,13 +94,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         say(f"| round | round (s) | redraw {VISIBLE}² (s) | whole (s) | round + redraw | round + whole |")
         for round_ in range(1, args.rounds + 1):
             status(f"round {round_}")
-            seconds = timed(session.retrain)
+            reports: list[Any] = []
+            seconds = timed(partial(_retrain_into, session, reports))
+            steps = reports[0].steps
             redraw = timed(lambda: predict(region=visible))
             whole = timed(predict)
-            rows.append({"round": round_, "round_s": seconds, "redraw_s": redraw, "whole_s": whole})
+            rows.append(
+                {"round": round_, "steps": steps, "round_s": seconds, "redraw_s": redraw, "whole_s": whole}
+            )
             say(
-                f"| {round_} | {seconds:.2f} | {redraw:.2f} | {whole:.2f} | {seconds + redraw:.2f} | "
-                f"{seconds + whole:.2f} |"
+                f"| {round_} ({steps} steps) | {seconds:.2f} | {redraw:.2f} | {whole:.2f} | "
+                f"{seconds + redraw:.2f} | {seconds + whole:.2f} |"
             )
             spot = args.size * round_ // (args.rounds + 1) + 7  # one more click, off the grid, for the next
             session.add_click(spot, spot, round_ % session.bundle.card.n_classes, source="simulated")

@@ -29,7 +29,11 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
 
 def add_disca_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("DISCA retraining")
-    group.add_argument("--disca-steps", type=int, help="SGD steps per round (default 10)")
+    group.add_argument(
+        "--disca-steps",
+        type=int,
+        help="SGD steps per round (default: 10 after fewer than 5 new clicks, 5 after a batch of 5 or more)",
+    )
     group.add_argument("--disca-lr", type=float, help="learning rate")
     group.add_argument(
         "--anchor-weight",

@@ -55,7 +55,8 @@ def run_refine(params: RefineParameters, monitor: Monitor | None = None) -> Pred
             )
             for round_index in range(params.rounds):
                 start = 0.6 * round_index / params.rounds
-                disca.retrain(source, loaded.clicks, monitor.scaled(start, start + 0.6 / params.rounds))
+                part = monitor.scaled(start, start + 0.6 / params.rounds)
+                disca.retrain(source, loaded.clicks, part, new_clicks=len(loaded.clicks))  # one batch
     if params.adapted_model is not None:
         provenance = dict(bundle.card.provenance)
         provenance["adapted"] = {

@@ -38,6 +38,7 @@ def disca_round(
     settings: DiscaSettings,
     source: RasterSource,
     clicks: Sequence[Click],
+    new_clicks: int,
     prior: PriorShift | None,
     monitor: Monitor | None,
 ) -> RetrainReport:
@@ -46,7 +47,7 @@ def disca_round(
     It fine-tunes around a SIAL round's class-prior correction: that stays in the bias, and
     stays recorded so that the next SIAL round can take it out."""
     disca.settings = settings
-    report = disca.retrain(source, clicks, monitor)
+    report = disca.retrain(source, clicks, monitor, new_clicks)
     report.prior_shift = prior.to_json() if prior is not None else None
     return report
 

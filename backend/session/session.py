@@ -236,7 +236,8 @@ class Session:
         iteration = self.iteration + 1
         with RasterSource(self.raster, self.bundle.card.input, self.pixel_size) as source:
             on_grid = source.grid.clicks_to_model(clicks)  # stored on raster pixels
-            name, report = self.weights.train(self.settings, source, on_grid, iteration, monitor)
+            new = len(clicks) - self.weights.current.clicks  # since the round the model stands on
+            name, report = self.weights.train(self.settings, source, on_grid, iteration, new, monitor)
         return TrainedRound(iteration, name, len(clicks), report)
 
     def commit_round(self, trained: TrainedRound) -> None:

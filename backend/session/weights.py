@@ -93,6 +93,7 @@ class SessionWeights:
         source: RasterSource,
         clicks: Sequence[Click],
         iteration: int,
+        new_clicks: int,
         monitor: Monitor | None,
     ) -> tuple[str, RetrainReport]:
         """One round in memory, then its checkpoint ``round-<iteration>`` (none, ``""``, for a
@@ -106,9 +107,8 @@ class SessionWeights:
                     self.bundle, self.device, settings, source, clicks, self.prior(), first, monitor
                 )
             else:
-                report = disca_round(
-                    self._disca_engine(settings), settings, source, clicks, self.prior(), monitor
-                )
+                engine = self._disca_engine(settings)
+                report = disca_round(engine, settings, source, clicks, new_clicks, self.prior(), monitor)
             if not report.kept:  # the guard rolled it back: nothing to keep
                 return "", report
             name = checkpoint_name(iteration)

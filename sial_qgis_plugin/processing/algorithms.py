@@ -234,7 +234,12 @@ class RefineAlgorithm(EngineAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber("ROUNDS", "DISCA rounds (0: AC only)", integer, 1, minValue=0)
         )
-        self.addParameter(QgsProcessingParameterNumber("STEPS", "Steps per round", integer, 10, minValue=1))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "STEPS", "Steps per round (0: the engine's, 5 on five clicks or more, else 10)", integer, 0,
+                minValue=0,
+            )
+        )  # fmt: skip
         self.addParameter(
             QgsProcessingParameterNumber("ANCHOR_WEIGHT", "Anchor weight (λ)", double, 3.0, minValue=0)
         )
@@ -263,7 +268,7 @@ class RefineAlgorithm(EngineAlgorithm):
             out_dir=Path(tempfile.mkdtemp(prefix="sial-refine-")),
             rounds=self.parameterAsInt(parameters, "ROUNDS", context),
             settings=DiscaSettings(
-                steps=self.parameterAsInt(parameters, "STEPS", context),
+                steps=self.parameterAsInt(parameters, "STEPS", context) or None,
                 anchor_weight=self.parameterAsDouble(parameters, "ANCHOR_WEIGHT", context),
                 learning_rate=self.parameterAsDouble(parameters, "LR", context),
             ),

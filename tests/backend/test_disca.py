@@ -220,3 +220,27 @@ def test_the_command_line_sets_the_spread_the_guard_and_the_class_balance():
     assert disca_settings(parser.parse_args(["--guard"]), off).guard
     balanced = disca_settings(parser.parse_args(["--class-balance", "1"]), off)
     assert balanced.class_balance == 1.0 and not balanced.spread and default.class_balance == 0.5
+
+
+def test_a_round_takes_its_steps_by_its_new_clicks(scene, fast_model):
+    auto = DiscaSettings()
+    assert auto.steps is None and [auto.steps_for(n) for n in (1, 4, 5, 20)] == [10, 10, 5, 5]
+    assert DiscaSettings(steps=3).steps_for(20) == 3  # asked for: every round
+    bundle = load_bundle(fast_model)
+    quick = {
+        "crop": 64,
+        "max_crops": 2,
+        "replay": 8,
+        "anchor_crops": 1,
+        "guard": False,
+        "learning_rate": 0.01,
+    }
+    with RasterSource(scene.image, bundle.card.input) as source:
+        clicks = wrong_clicks(bundle.network, bundle.card, source, n=7, seed=2)
+        anchor = anchor_from(copy.deepcopy(bundle.network))
+        disca = Disca(bundle.network, bundle.card, anchor, torch.device("cpu"), DiscaSettings(**quick))
+        batch = disca.retrain(source, clicks[:5])  # the dock's pattern: a batch, then a round
+        single = disca.retrain(source, clicks[:6])  # DIAL's: one click, then a round
+        told = disca.retrain(source, clicks, new_clicks=5)
+    assert (batch.steps, single.steps, told.steps) == (5, 10, 5)
+    assert len(batch.losses) == 5 and len(single.losses) == 10

@@ -84,6 +84,23 @@ def test_undo_restores_exactly_the_previous_checkpoint_and_click_set(session):
     assert same(weights(reopened.bundle.network), after_round) and click_set(reopened) == before_round[1]
 
 
+def test_a_rounds_steps_count_the_clicks_since_the_models_round_across_reopening(
+    tmp_path, scene, small_tile_model
+):
+    settings = DiscaSettings(learning_rate=0.01, crop=64, max_crops=2, replay=8, anchor_crops=1, guard=False)
+    session = Session.create(tmp_path / "auto.gpkg", scene.image, small_tile_model, "cpu", settings=settings)
+    for i in range(5):
+        session.add_click(40 + 60 * i, 50 + 50 * i, i % 3)
+    assert session.retrain().steps == 5  # a batch of five new clicks
+    session.add_click(330, 40, 1)
+    assert session.retrain().steps == 10  # one new click
+    session.close()
+    reopened = Session.open(tmp_path / "auto.gpkg", "cpu")  # a fresh engine, seven clicks, one new
+    reopened.add_click(60, 330, 2)
+    assert reopened.retrain().steps == 10
+    reopened.close()
+
+
 def test_nothing_to_undo_and_bad_clicks(session):
     with pytest.raises(UserError, match="nothing to undo"):
         session.undo()

@@ -88,8 +88,9 @@ def test_refine_offers_the_engines_disca_defaults(provider):
         name: algorithm.parameterDefinition(name).defaultValue() for name in ("STEPS", "ANCHOR_WEIGHT", "LR")
     }
     engine = DiscaSettings()
+    assert engine.steps is None  # by the round's clicks: the algorithm's 0
     assert defaults == {
-        "STEPS": engine.steps,
+        "STEPS": 0,
         "ANCHOR_WEIGHT": engine.anchor_weight,
         "LR": engine.learning_rate,
     }

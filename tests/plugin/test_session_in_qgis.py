@@ -37,7 +37,7 @@ def test_the_dock_starts_a_session_with_styled_grouped_layers(
     dock.show()  # the dock loads the engine in the background the first time it is shown
     wait_until_idle(controller)
     assert controller.engine_loaded and dock.start_button.isEnabled()
-    assert dock.steps.value() == 10 and dock.anchor.value() == 3.0  # the engine's defaults, once loaded
+    assert dock.steps.text() == "auto" and dock.anchor.value() == 3.0  # the engine's defaults, once loaded
     assert dock.disca_spread.isChecked() == controller.settings.spread
     dock.disca_spread.setChecked(not controller.settings.spread)  # the checkbox sets the next round's
     assert controller.settings.spread == dock.disca_spread.isChecked()
