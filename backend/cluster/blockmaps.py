@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+import torch
 from affine import Affine
 from osgeo import gdal
 
@@ -50,7 +51,7 @@ class BlockMaps:
     ):  # fmt: skip
         self.row0, self.col0 = window[0], window[1]
         self.info = info if whole else block_info(info, window)
-        self.writer = MapWriter(directory, self.info, card)
+        self.writer = MapWriter(directory, self.info, card, threads=torch.get_num_threads())  # its share
         patches = patch_grid(self.info.width, self.info.height, patch_size)
         self.scores = PatchScores(patches, patch_size, self.info.width)
         self.histogram = np.zeros(HISTOGRAM_BINS, dtype=np.int64) if histogram else None
