@@ -22,6 +22,8 @@ REQUIRED = {
     "segmentation_models_pytorch": "segmentation-models-pytorch",
     "safetensors": "safetensors",
     "rasterio": "rasterio",
+    "scipy": "scipy",  # the round guard's regions
+    "skimage": "scikit-image",  # a round's superpixels (each click spread over its own)
 }
 """Import name → pip name of every package the engine needs beyond QGIS's own."""
 

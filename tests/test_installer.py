@@ -141,3 +141,30 @@ def test_the_constraints_are_in_step_with_the_tested_environment():
 def test_a_failed_pip_is_said_in_one_sentence(output, code, expected):
     sentence = explain_failure(output, code, "/usr/bin/python3.11", Path("/t"))
     assert expected in sentence and "\n" not in sentence
+
+
+def test_every_package_the_engine_imports_is_one_the_plugin_installs():
+    """A QGIS without scikit-image failed a default Retrain (the superpixels) until it was here."""
+    import ast
+
+    from sial_qgis_plugin.environment import REQUIRED
+    from tools.constraints import ROOTS
+
+    given = {"numpy", "osgeo", "affine"}  # QGIS's own, and rasterio's
+    command_line_only = {"matplotlib", "distributed", "psutil"}  # plots and predict-many's cluster
+    imported: dict[str, str] = {}
+    for path in sorted((REPO / "backend").rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            else:
+                continue
+            for name in names:
+                imported.setdefault(name.split(".")[0], str(path.relative_to(REPO)))
+    third_party = {k: v for k, v in imported.items() if k not in sys.stdlib_module_names and k != "backend"}
+    missing = {k: v for k, v in third_party.items() if k not in set(REQUIRED) | given | command_line_only}
+    assert not missing, f"imported by the engine, not installed by the plugin: {missing}"
+    assert {"skimage", "scipy", "torch"} <= set(third_party)  # the scan sees lazy imports too
+    assert set(ROOTS) == set(REQUIRED.values())  # the constraints cover what the plugin installs

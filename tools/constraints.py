@@ -34,7 +34,15 @@ from packaging.requirements import Requirement
 REPOSITORY = Path(__file__).resolve().parent.parent
 TARGET = REPOSITORY / "sial_qgis_plugin" / "constraints.txt"
 LOCK = REPOSITORY / "requirements.lock"
-ROOTS = ("torch", "torchvision", "segmentation-models-pytorch", "safetensors", "rasterio")
+ROOTS = (
+    "torch",
+    "torchvision",
+    "segmentation-models-pytorch",
+    "safetensors",
+    "rasterio",
+    "scipy",
+    "scikit-image",
+)
 """What the plugin installs (sial_qgis_plugin/environment.py, REQUIRED)."""
 KEPT = {"numpy"}  # QGIS's own
 HEADER = """\
