@@ -68,7 +68,8 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
         self.steps.setSpecialValueText("auto")  # 0: the engine's choice, by the round's new clicks
         self.steps.setToolTip(
             "Training steps per Retrain round (each on 8 crops of 256 px around the clicks). "
-            "auto: 5 after five new clicks or more, 10 after fewer (measured best for each)."
+            "auto: 5 after five new clicks or more (no tested image ended below its start), 10 after "
+            "fewer (best when retraining after every click)."
         )
         form.addRow("Steps per round", self.steps)
         self.learning_rate = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)
