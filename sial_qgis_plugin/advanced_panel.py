@@ -69,7 +69,7 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
         self.steps.setToolTip(
             "Training steps per Retrain round (each on 8 crops of 256 px around the clicks). "
             "auto: 5 after five new clicks or more (no tested image ended below its start), 10 after "
-            "fewer (best when retraining after every click)."
+            "fewer (best when retraining after every click), at most two a click on the first clicks."
         )
         form.addRow("Steps per round", self.steps)
         self.learning_rate = QDoubleSpinBox(decimals=6, minimum=1e-6, maximum=1.0, singleStep=1e-4)

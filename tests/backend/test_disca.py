@@ -225,7 +225,10 @@ def test_the_command_line_sets_the_spread_the_guard_and_the_class_balance():
 def test_a_round_takes_its_steps_by_its_new_clicks(scene, fast_model):
     auto = DiscaSettings()
     assert auto.steps is None and [auto.steps_for(n) for n in (1, 4, 5, 20)] == [10, 10, 5, 5]
-    assert DiscaSettings(steps=3).steps_for(20) == 3  # asked for: every round
+    # the first clicks of all: two steps a click, until the rule's count is reached
+    assert [auto.steps_for(1, total) for total in (1, 2, 4, 5, 6)] == [2, 4, 8, 10, 10]
+    assert auto.steps_for(2, 2) == 4 and auto.steps_for(5, 5) == 5
+    assert DiscaSettings(steps=3).steps_for(20) == 3 == DiscaSettings(steps=3).steps_for(1, 1)
     bundle = load_bundle(fast_model)
     quick = {
         "crop": 64,
@@ -239,8 +242,9 @@ def test_a_round_takes_its_steps_by_its_new_clicks(scene, fast_model):
         clicks = wrong_clicks(bundle.network, bundle.card, source, n=7, seed=2)
         anchor = anchor_from(copy.deepcopy(bundle.network))
         disca = Disca(bundle.network, bundle.card, anchor, torch.device("cpu"), DiscaSettings(**quick))
-        batch = disca.retrain(source, clicks[:5])  # the dock's pattern: a batch, then a round
+        first = disca.retrain(source, clicks[:1])  # the first click of all: two steps
+        batch = disca.retrain(source, clicks[:5], new_clicks=5)  # the dock's pattern: a batch, then a round
         single = disca.retrain(source, clicks[:6])  # DIAL's: one click, then a round
         told = disca.retrain(source, clicks, new_clicks=5)
-    assert (batch.steps, single.steps, told.steps) == (5, 10, 5)
+    assert (first.steps, batch.steps, single.steps, told.steps) == (2, 5, 10, 5)
     assert len(batch.losses) == 5 and len(single.losses) == 10
