@@ -42,6 +42,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--clicks", type=int, default=10, help="clicks before the first round")
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--steps", type=int, help="SGD steps per round (default: DISCA's)")
+    parser.add_argument("--crop", type=int, help="side of DISCA's training crops in px (default: DISCA's)")
     parser.add_argument("--device", default="auto")
     parser.add_argument(
         "--precision",
@@ -77,6 +78,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     device = resolve_device(args.device)
     scene = crop_scene(args.size)
     settings = DiscaSettings() if args.steps is None else replace(DiscaSettings(), steps=args.steps)
+    settings = settings if args.crop is None else replace(settings, crop=args.crop)
     header(f"{NAME}: {SUMMARY}", describe_machine(device), {"raster": scene.description})
     half = VISIBLE // 2
     middle = args.size // 2

@@ -67,7 +67,8 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
         self.steps = QSpinBox(minimum=0, maximum=500)
         self.steps.setSpecialValueText("auto")  # 0: the engine's choice, by the round's new clicks
         self.steps.setToolTip(
-            "Training steps per Retrain round (each on 8 crops of 256 px around the clicks). "
+            "Training steps per Retrain round (each on 8 crops around the clicks, 128 px after five new "
+            "clicks or more, else 256). "
             "auto: 5 after five new clicks or more (no tested image ended below its start), 10 after "
             "fewer (best when retraining after every click), at most two a click on the first clicks."
         )

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from skimage.segmentation import felzenszwalb, slic  # here, not in the round: 0.5 s the analyst waited
 
 from ..errors import UserError
 from ..io.clicks import Click
@@ -66,8 +67,6 @@ class SparseLabels:
 
 
 def _segments(image: np.ndarray, valid: np.ndarray, settings: ExpansionSettings) -> np.ndarray:
-    from skimage.segmentation import felzenszwalb, slic
-
     if settings.method == "felzenszwalb":
         labels = felzenszwalb(
             image, scale=settings.segment_size, sigma=0.8, min_size=settings.segment_size // 4

@@ -229,6 +229,8 @@ def test_a_round_takes_its_steps_by_its_new_clicks(scene, fast_model):
     assert [auto.steps_for(1, total) for total in (1, 2, 4, 5, 6)] == [2, 4, 8, 10, 10]
     assert auto.steps_for(2, 2) == 4 and auto.steps_for(5, 5) == 5
     assert DiscaSettings(steps=3).steps_for(20) == 3 == DiscaSettings(steps=3).steps_for(1, 1)
+    assert auto.crop is None and [auto.crop_for(n) for n in (1, 4, 5, 20)] == [256, 256, 128, 128]
+    assert DiscaSettings(crop=64).crop_for(20) == 64 == DiscaSettings(crop=64).crop_for(1)
     bundle = load_bundle(fast_model)
     quick = {
         "crop": 64,
@@ -248,3 +250,19 @@ def test_a_round_takes_its_steps_by_its_new_clicks(scene, fast_model):
         told = disca.retrain(source, clicks, new_clicks=5)
     assert (first.steps, batch.steps, single.steps, told.steps) == (2, 5, 10, 5)
     assert len(batch.losses) == 5 and len(single.losses) == 10
+
+
+def test_a_batch_round_trains_on_smaller_crops_and_a_single_click_round_on_larger(scene, fast_model):
+    """The crop side follows the round's new clicks; the anchors p₀ cached for one side are not
+    reused for the other (a crop's anchor is of its own size)."""
+    bundle = load_bundle(fast_model)
+    settings = DiscaSettings(steps=1, max_crops=2, replay=8, anchor_crops=1, guard=False, learning_rate=0.01)
+    with RasterSource(scene.image, bundle.card.input) as source:
+        clicks = wrong_clicks(bundle.network, bundle.card, source, n=6, seed=4)
+        anchor = anchor_from(copy.deepcopy(bundle.network))
+        disca = Disca(bundle.network, bundle.card, anchor, torch.device("cpu"), settings)
+        disca.retrain(source, clicks[:5])
+        sides = {tuple(p.shape[-2:]) for p in disca._anchors.values()}
+        disca.retrain(source, clicks)  # one new click: 256 px crops around the same places
+        after = {tuple(p.shape[-2:]) for p in disca._anchors.values()}
+    assert sides == {(128, 128)} and after == {(128, 128), (256, 256)}
