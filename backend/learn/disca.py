@@ -289,9 +289,9 @@ class Disca:
         monitor: Monitor | None = None,
         new_clicks: int | None = None,
     ) -> RetrainReport:
-        """One round: SGD steps on crops around ``clicks`` (newest last), as many as
-        ``settings.steps_for`` the clicks added since the model's last round (``new_clicks``;
-        by default, those since this object's last round) and all the clicks."""
+        """One round: SGD steps on crops around ``clicks`` (newest last), their number and side
+        by ``settings.steps_for`` / ``crop_for`` the clicks added since the model's last round
+        (``new_clicks``; by default, those since this object's last round) and all the clicks."""
         monitor = monitor or Monitor()
         settings = self.settings
         started = time.perf_counter()
