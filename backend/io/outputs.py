@@ -28,6 +28,7 @@ from rasterio.windows import Window
 from ..errors import UserError
 from ..model.card import ModelCard
 from ..system.ownership import check_replaceable, record_written, staging_folder
+from .overviews import Rect, refresh_overviews
 from .raster import RasterInfo
 from .styles import write_styles
 from .tiling import Patch
@@ -215,8 +216,17 @@ class MapUpdater(MapWriter):
         return MapBlock(patch.row, patch.col, classes, uncertainty, ~np.isnan(uncertainty))
 
 
-def finish_maps(directory: Path, card: ModelCard, tags: dict[str, str], fixed_range: bool) -> None:
+def finish_maps(
+    directory: Path,
+    card: ModelCard,
+    tags: dict[str, str],
+    fixed_range: bool,
+    changed: Sequence[Rect] | None = None,
+) -> None:
     """Overviews (so QGIS draws fast), class names, metadata and QGIS styles.
+
+    ``changed``: the only windows written since the overviews were last built (an update in
+    place); their overviews are refreshed there alone where :mod:`.overviews` finds it pays.
 
     The heatmap spans 0..1 when the measure is comparable between runs (entropy, margin);
     otherwise (MC dropout, ODIN) its 2nd to 98th percentile, read from the smallest overview.
@@ -227,9 +237,10 @@ def finish_maps(directory: Path, card: ModelCard, tags: dict[str, str], fixed_ra
     with warnings.catch_warnings(), rasterio.Env(GDAL_NUM_THREADS="ALL_CPUS", ZLEVEL_OVERVIEW="1"):
         warnings.simplefilter("ignore", NotGeoreferencedWarning)
         for name, resampling in ((CLASSES_FILE, Resampling.nearest), (UNCERTAINTY_FILE, Resampling.average)):
+            refreshed = changed is not None and refresh_overviews(directory / name, changed, resampling)
             with rasterio.open(directory / name, "r+") as dataset:
                 factors = overview_factors(dataset.width, dataset.height)
-                if factors:
+                if factors and not refreshed:
                     dataset.build_overviews(factors, resampling)
                 dataset.update_tags(**tags)
     dataset = gdal.Open(str(directory / CLASSES_FILE), gdal.GA_Update)

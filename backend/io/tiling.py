@@ -40,6 +40,10 @@ class Tile:
             and col0 < self.col + self.size
         )
 
+    def footprint(self, height: int, width: int) -> tuple[int, int, int, int]:
+        """(row0, col0, row1, col1) of the tile inside a ``height`` × ``width`` raster."""
+        return self.row, self.col, min(self.row + self.size, height), min(self.col + self.size, width)
+
 
 def tile_offsets(length: int, tile: int, overlap: int) -> list[int]:
     """Start offsets along one axis: from 0 to ``length - tile``, evenly, ≤ ``tile - overlap`` apart."""

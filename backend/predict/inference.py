@@ -316,9 +316,7 @@ class Predictor:
                 cache.store(tile.index, values.cpu().numpy())
             done += len(tiles)
             monitor.report(0.8 * done / len(touched), f"tile {done}/{len(touched)}")
-        footprints = [
-            (t.row, t.col, min(t.row + t.size, info.height), min(t.col + t.size, info.width)) for t in touched
-        ]
+        footprints = [t.footprint(info.height, info.width) for t in touched]
         for row0, col0, row1, col1 in footprints:
             region = Accumulator(row0, col0, row1 - row0, col1 - col0, self.channels, self.device)
             region.valid = source.read_valid(row0, col0, row1 - row0, col1 - col0)

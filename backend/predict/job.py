@@ -33,6 +33,7 @@ from ..io.outputs import (
     finish_maps,
     write_patches,
 )
+from ..io.overviews import Rect
 from ..io.raster import RasterSource
 from ..io.regrid import write_back
 from ..io.tiling import Tile, TileGrid, patch_grid
@@ -224,6 +225,8 @@ class _Job:
     monitor: Monitor
     timings: Timings
     created_cache: bool = False
+    changed: list[Rect] | None = None
+    """The windows an update in place rewrote (None: the whole maps were written)."""
 
     @property
     def cache_dir(self) -> Path:
@@ -238,6 +241,7 @@ def _compute(job: _Job, plan: RunPlan, key: dict[str, Any]) -> tuple[str, int, T
     cache, touched = reusable_cache(params, job.cache_dir, key, job.clicks, job.grid, radius)
     if cache is not None and touched is not None:
         plan.check_update()
+        job.changed = [t.footprint(job.source.info.height, job.source.info.width) for t in touched]
         tiles = _incremental(
             predictor,
             job.source,
@@ -278,7 +282,7 @@ def _finish(job: _Job, card: Any, acquisition: Acquisition) -> int:
     with job.timings.stage("overviews"):
         job.monitor.report(0.96, "building overviews")
         tags = {"model": card.name, "acquisition": acquisition.name}
-        finish_maps(job.staging.path, card, tags, fixed_range=not acquisition.per_tile)
+        finish_maps(job.staging.path, card, tags, fixed_range=not acquisition.per_tile, changed=job.changed)
     with job.timings.stage("patches"):
         scores = job.scores
         patch_scores = [

@@ -2,11 +2,15 @@
 re-prediction with the same clicks."""
 
 import json
+import shutil
 
 import numpy as np
 import pytest
+import rasterio
+from rasterio.enums import Resampling
 
 from backend.errors import Cancelled
+from backend.io import overviews
 from backend.io.clicks import Click, write_clicks
 from backend.io.raster import inspect_raster
 from backend.io.tiling import TileGrid
@@ -38,6 +42,22 @@ def clicks_file(tmp_path, scene, model, clicks, name="clicks.gpkg"):
     return write_clicks(tmp_path / name, clicks, inspect_raster(scene), load_bundle(model).card)
 
 
+def assert_overviews_as_gdal_builds_them(out, tmp_path):
+    """The update refreshed the overviews over its tiles alone: they equal a full rebuild."""
+    for name, resampling in (("classes.tif", Resampling.nearest), ("uncertainty.tif", Resampling.average)):
+        rebuilt = shutil.copy(out / name, tmp_path / f"rebuilt-{name}")
+        with rasterio.open(rebuilt, "r+") as dataset:
+            factors = dataset.overviews(1)
+            assert factors == [2, 4, 8]  # each level halves the one above
+            dataset.build_overviews(factors, resampling)
+        for level in range(len(factors)):
+            with (
+                rasterio.open(out / name, overview_level=level) as got,
+                rasterio.open(rebuilt, overview_level=level) as want,
+            ):
+                np.testing.assert_array_equal(got.read(1), want.read(1))
+
+
 def footprint_mask(touched, shape):
     mask = np.zeros(shape, dtype=bool)
     for t in touched:
@@ -46,8 +66,9 @@ def footprint_mask(touched, shape):
 
 
 def test_one_click_recomputes_only_the_tiles_it_touches_and_matches_a_full_prediction(
-    tmp_path, scene, fast_model
+    tmp_path, scene, fast_model, monkeypatch
 ):
+    monkeypatch.setattr(overviews, "MAX_SHARE", 1.0)  # the four tiles' overviews refreshed alone
     out = tmp_path / "session"
     predict(scene, out, fast_model)
     classes0, uncertainty0 = maps(out)
@@ -61,6 +82,7 @@ def test_one_click_recomputes_only_the_tiles_it_touches_and_matches_a_full_predi
     assert report.run["tiles_computed"] == len(touched) == 4 < len(grid)
 
     classes1, uncertainty1 = maps(out)
+    assert_overviews_as_gdal_builds_them(out, tmp_path)
     changed = (classes1 != classes0) | ~np.isclose(uncertainty1, uncertainty0, equal_nan=True, atol=0)
     assert changed.any()
     assert not changed[~footprint_mask(touched, changed.shape)].any()
