@@ -50,24 +50,27 @@ def merged(rects: Sequence[Rect]) -> list[Rect]:
 
 def refresh_overviews(path: Path, rects: Sequence[Rect], resampling: Resampling) -> bool:
     """Recompute ``path``'s overviews over ``rects``; False, with nothing written, where this
-    module cannot match GDAL (no overviews, a level that does not halve exactly, average without
-    NaN as nodata) or would not be quicker (see :data:`MAX_SHARE`): the caller rebuilds."""
+    module cannot match GDAL (no overviews, a first level that does not halve exactly, average
+    without NaN as nodata) or would not be quicker (see :data:`MAX_SHARE`): the caller rebuilds.
+
+    Levels after the first that does not halve exactly (6000 px: the 32nd, 188 px) are small:
+    GDAL rebuilds each whole from the level above, as ``build_overviews`` does.
+    """
     dataset = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_UPDATE, open_options=["NUM_THREADS=ALL_CPUS"])
     try:
         base = dataset.GetRasterBand(1)
         levels = [base.GetOverview(i) for i in range(base.GetOverviewCount())]
-        sizes = [(band.YSize, band.XSize) for band in (base, *levels)]
-        halving = all(h == 2 * lh and w == 2 * lw for (h, w), (lh, lw) in pairwise(sizes))
+        exact = _halving_levels([(band.YSize, band.XSize) for band in (base, *levels)])
         nodata = base.GetNoDataValue()
         nan_nodata = nodata is not None and np.isnan(nodata)
         supported = resampling == Resampling.nearest or (resampling == Resampling.average and nan_nodata)
         windows = merged(rects)
         small = sum(_area(w) for w in windows) <= MAX_SHARE * base.XSize * base.YSize
-        if not levels or not halving or not supported or not small:
+        if not exact or not supported or not small:
             return False
         for row0, col0, row1, col1 in windows:
             source = base
-            for level in levels:
+            for level in levels[:exact]:
                 row0, col0 = row0 // 2, col0 // 2
                 row1, col1 = min(-(-row1 // 2), level.YSize), min(-(-col1 // 2), level.XSize)
                 if row1 <= row0 or col1 <= col0:
@@ -75,10 +78,22 @@ def refresh_overviews(path: Path, rects: Sequence[Rect], resampling: Resampling)
                 values = source.ReadAsArray(2 * col0, 2 * row0, 2 * (col1 - col0), 2 * (row1 - row0))
                 level.WriteArray(_halved(values, resampling), col0, row0)
                 source = level
+        for above, level in pairwise(levels[exact - 1 :]):
+            gdal.RegenerateOverview(above, level, resampling.name.upper())
         dataset.FlushCache()
         return True
     finally:
         dataset = None  # closes it (GDAL 3.6's bindings have no Close)
+
+
+def _halving_levels(sizes: Sequence[tuple[int, int]]) -> int:
+    """How many overview levels, from the first, are exactly half the one above."""
+    count = 0
+    for (height, width), (level_height, level_width) in pairwise(sizes):
+        if height != 2 * level_height or width != 2 * level_width:
+            break
+        count += 1
+    return count
 
 
 def _halved(values: np.ndarray, resampling: Resampling) -> np.ndarray:

@@ -43,11 +43,13 @@ def maps(rng, height, width):
 
 
 @pytest.mark.parametrize("name", ["classes", "uncertainty"])
-def test_a_refresh_over_the_changed_windows_equals_a_full_rebuild(tmp_path, name):
+@pytest.mark.parametrize("shape", [(2048, 2048), (2048, 1800)])  # 1800: 225 px, then 113 (ceil)
+def test_a_refresh_over_the_changed_windows_equals_a_full_rebuild(tmp_path, name, shape):
     rng = np.random.default_rng(3)
-    values, nodata = maps(rng, 2048, 2048)[name]
-    path = write_map(tmp_path / "map.tif", values, nodata, [2, 4, 8])
-    rects = [(101, 203, 613, 715), (300, 500, 812, 1012), (2000, 2000, 2048, 2048)]  # 13 % of the map
+    values, nodata = maps(rng, *shape)[name]
+    path = write_map(tmp_path / "map.tif", values, nodata, [2, 4, 8, 16])
+    height, width = shape
+    rects = [(101, 203, 613, 715), (300, 500, 812, 1012), (height - 48, width - 48, height, width)]
     changed = values.copy()
     for row0, col0, row1, col1 in rects:
         patch = maps(rng, row1 - row0, col1 - col0)[name][0]
@@ -60,13 +62,13 @@ def test_a_refresh_over_the_changed_windows_equals_a_full_rebuild(tmp_path, name
 
     expected = shutil.copy(path, tmp_path / "expected.tif")
     with rasterio.open(expected, "r+") as dataset:
-        dataset.build_overviews([2, 4, 8], RESAMPLING[values.dtype.kind])
+        dataset.build_overviews([2, 4, 8, 16], RESAMPLING[values.dtype.kind])
     for got, want, old in zip(overviews(path), overviews(expected), before, strict=True):
         np.testing.assert_array_equal(got, want)  # bit for bit, NaN where NaN
         assert not np.array_equal(got, old, equal_nan=True)
 
 
-def test_levels_that_do_not_halve_exactly_are_left_to_a_full_rebuild(tmp_path):
+def test_a_first_level_that_does_not_halve_exactly_is_left_to_a_full_rebuild(tmp_path):
     values, nodata = maps(np.random.default_rng(4), 1001, 1536)["uncertainty"]
     path = write_map(tmp_path / "odd.tif", values, nodata, [2, 4])
     before = path.read_bytes()
