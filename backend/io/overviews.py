@@ -3,10 +3,11 @@
 An AC update or the redraw after a round rewrites a few tiles, and rebuilding every overview
 level of the whole maps costs far more than those tiles on a large raster. GDAL 3.6 has no
 partial refresh (``gdaladdo -partial_refresh_from_projwin`` came with 3.8), so each level is
-recomputed here over the changed windows from the level below it, by GDAL's rule for levels
+recomputed here over the changed windows from the next finer level, by GDAL's rule for levels
 that halve exactly: nearest keeps the top-left pixel of each 2×2 block, average the float64
 mean of its valid pixels (NaN is nodata) — the pixels ``build_overviews`` writes (tested).
-Anything else is left to a full rebuild.
+The small levels from the first inexact halving on are rebuilt whole by GDAL; anything else is
+left to a full rebuild.
 """
 
 from __future__ import annotations
@@ -53,8 +54,8 @@ def refresh_overviews(path: Path, rects: Sequence[Rect], resampling: Resampling)
     module cannot match GDAL (no overviews, a first level that does not halve exactly, average
     without NaN as nodata) or would not be quicker (see :data:`MAX_SHARE`): the caller rebuilds.
 
-    Levels after the first that does not halve exactly (6000 px: the 32nd, 188 px) are small:
-    GDAL rebuilds each whole from the level above, as ``build_overviews`` does.
+    Levels from the first that does not halve exactly on (6000 px: factor 32, 188 px) are small:
+    GDAL rebuilds each whole from the next finer level, as ``build_overviews`` does.
     """
     dataset = gdal.OpenEx(str(path), gdal.OF_RASTER | gdal.OF_UPDATE, open_options=["NUM_THREADS=ALL_CPUS"])
     try:
