@@ -109,9 +109,10 @@ def plan_job(params: ManyParameters) -> ManyJob:
             if not source.has_valid_pixels():
                 raise UserError(f"every pixel of {raster.name} is nodata: nothing to predict")
             if source.grid.scaled:
-                gsd, size = card.input.gsd_m, source.grid.pixel_size_m
+                size = source.grid.pixel_size_m or 0.0
+                gsd = float(f"{size / source.grid.factor:.4g}")  # the pixel size the model reads at
                 raise UserError(
-                    f"{raster.name} has {size:.3g}-m pixels and the model was trained at {gsd:g} m: "
+                    f"{raster.name} has {size:.3g}-m pixels and the model reads {gsd:g}-m ones: "
                     f"predict-many does not resample; warp it first (gdalwarp -tr {gsd:g} {gsd:g} …) "
                     "or use `predict`"
                 )

@@ -3,7 +3,9 @@
 A model trained on 0.5-m imagery sees a 7.7-cm drone image as ten times too close: every house
 fills a tile. So a raster whose pixel size (from its CRS, or given by the user) differs from the
 card's ``gsd_m`` by more than :data:`TOLERANCE` is read on a resampled grid, window by window
-(a ``WarpedVRT``, never a copy of the whole raster). Everything the network touches — tiles,
+(a ``WarpedVRT``, never a copy of the whole raster). A card whose training zoomed its crops
+(``gsd_range_m``) reads any pixel size within that range as it is, and others at the nearer end:
+detail the network was taught to use is not thrown away. Everything the network touches — tiles,
 clicks, patches, DISCA's crops — lives on that grid; the maps are written back on the raster's own
 grid (:mod:`.regrid`). Clicks are stored in raster pixels and converted at this boundary.
 """
@@ -90,23 +92,32 @@ def pixel_size_m(info: RasterInfo) -> float | None:
     return side * factor
 
 
-def model_grid(info: RasterInfo, gsd_m: float | None, pixel_size: float | None = None) -> ModelGrid:
-    """Where the network reads ``info``'s raster: resampled to ``gsd_m`` when the raster's pixel
-    size (``pixel_size``, given by the user, else from the CRS) is known and more than
-    :data:`TOLERANCE` away from it."""
+def model_grid(
+    info: RasterInfo,
+    gsd_m: float | None,
+    pixel_size: float | None = None,
+    gsd_range: tuple[float, float] | None = None,
+) -> ModelGrid:
+    """Where the network reads ``info``'s raster, given its pixel size (``pixel_size``, given by the
+    user, else from the CRS): as it is when unknown, within ``gsd_range`` (the pixel sizes the
+    training covered) or within :data:`TOLERANCE` of the target; otherwise resampled to the target,
+    the nearer end of ``gsd_range`` or, without one, ``gsd_m``."""
     if pixel_size is not None and not (
         isinstance(pixel_size, int | float) and math.isfinite(pixel_size) and pixel_size > 0
     ):
         raise UserError(f"the pixel size must be a positive number of metres, not {pixel_size}")
     size = pixel_size or pixel_size_m(info)
-    if gsd_m is None or size is None or abs(math.log(size / gsd_m)) <= math.log1p(TOLERANCE):
+    target = gsd_m if gsd_range is None or size is None else min(max(size, gsd_range[0]), gsd_range[1])
+    if target is None or size is None or abs(math.log(size / target)) <= math.log1p(TOLERANCE):
         return ModelGrid(info, info, 1.0, size)
-    factor = size / gsd_m
+    factor = size / target
     width, height = max(1, round(info.width * factor)), max(1, round(info.height * factor))
     scale = Affine.scale(info.width / width, info.height / height)  # edges meet the raster's exactly
+    trained = f"{gsd_m:g} m" if gsd_range is None else f"{gsd_range[0]:g}–{gsd_range[1]:g} m"
     notice = (
-        f"{info.path.name} has {size:.3g}-m pixels and the model was trained at {gsd_m:g} m: it is "
-        f"read resampled to {width} × {height} px, and the maps are written back on its own grid"
+        f"{info.path.name} has {size:.3g}-m pixels and the model was trained at {trained}: it is "
+        f"read resampled to {width} × {height} px of {target:g} m, and the maps are written back on "
+        "its own grid"
     )
     model = replace(
         info,

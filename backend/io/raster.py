@@ -67,7 +67,7 @@ class RasterSource:
     def __init__(self, path: str | Path, spec: InputSpec, pixel_size: float | None = None):
         """``pixel_size``: the raster's pixel size in metres, for one without a CRS; with the
         card's ``gsd_m`` it decides the grid the network reads (:mod:`.grid`)."""
-        self.grid = model_grid(inspect_raster(path), spec.gsd_m, pixel_size)
+        self.grid = model_grid(inspect_raster(path), spec.gsd_m, pixel_size, spec.gsd_range_m)
         self.info = self.grid.info  # the grid everything downstream works on
         self.spec = spec
         self._local = threading.local()

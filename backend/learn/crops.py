@@ -1,6 +1,7 @@
 """The dense training's data: rasters held in memory, and random augmented crops with simulated
 clicks (DIAL's click pre-training). No ImageNet weights are available here, so augmentation
-(flips, rotations, scale and colour jitter) does what pre-training would."""
+(flips, rotations, scale, colour jitter and, for a model meant to travel, hue, saturation, blur and
+noise) does what pre-training would."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ import rasterio
 import torch
 import torch.nn.functional as F  # noqa: N812
 from rasterio.errors import NotGeoreferencedWarning
+from scipy.ndimage import gaussian_filter
 
 from ..errors import UserError
 from ..io.clicks import Click, encode_clicks
@@ -61,6 +63,41 @@ def colour_jitter(image: np.ndarray, strength: float, rng: np.random.Generator) 
     return image.astype(np.float32)
 
 
+def hue_rotation(degrees: float) -> np.ndarray:
+    """The 3 × 3 matrix that turns RGB about the grey axis by ``degrees``: every colour's hue moves,
+    greys stay grey and brightness is kept (Rodrigues' rotation about (1, 1, 1) / √3)."""
+    theta = math.radians(degrees)
+    cos, sin = math.cos(theta), math.sin(theta)
+    third, root = (1 - cos) / 3, math.sqrt(1 / 3) * sin
+    return np.array(
+        [
+            [cos + third, third - root, third + root],
+            [third + root, cos + third, third - root],
+            [third - root, third + root, cos + third],
+        ],
+        dtype=np.float32,
+    )
+
+
+def style_randomise(image: np.ndarray, config: TrainingConfig, rng: np.random.Generator) -> np.ndarray:
+    """Another sensor's look on an image in [0, 1] (bands × h × w): hue turned by up to
+    ``hue_degrees``, saturation scaled by up to ``saturation``, blurred (σ up to ``blur_sigma`` px,
+    half the crops) and noisy (σ up to ``noise_std``). Each setting at 0 leaves its part out, so
+    older configs train as they did. Hue and saturation need three bands."""
+    if image.shape[0] == 3 and (config.hue_degrees > 0 or config.saturation > 0):
+        if config.hue_degrees > 0:
+            turn = hue_rotation(rng.uniform(-config.hue_degrees, config.hue_degrees))
+            image = np.einsum("ij,jhw->ihw", turn, image)
+        if config.saturation > 0:
+            grey = image.mean(axis=0, keepdims=True)
+            image = grey + (image - grey) * rng.uniform(1 - config.saturation, 1 + config.saturation)
+    if config.blur_sigma > 0 and rng.random() < 0.5:
+        image = gaussian_filter(image, sigma=(0, *(2 * [rng.uniform(0, config.blur_sigma)])))
+    if config.noise_std > 0:
+        image = image + rng.normal(0, rng.uniform(0, config.noise_std), image.shape)
+    return np.clip(image, 0.0, 1.0).astype(np.float32)
+
+
 class CropSampler:
     """Random augmented crops (image normalised, labels) and simulated clicks."""
 
@@ -101,7 +138,7 @@ class CropSampler:
         image, target = torch.rot90(image, turns, (1, 2)), torch.rot90(target, turns, (0, 1))
         if rng.random() < 0.5:
             image, target = image.flip(2), target.flip(1)
-        image = colour_jitter(image.numpy(), config.colour_jitter, rng)
+        image = style_randomise(colour_jitter(image.numpy(), config.colour_jitter, rng), config, rng)
         return (image - self.mean) / self.std, target.numpy().astype(np.uint8)
 
     def clicks(self, labels: np.ndarray) -> list[Click]:

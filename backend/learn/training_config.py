@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import UserError
+from ..io.grid import TOLERANCE
 from ..model.bundle import CARD_FILE
 from ..model.card import ClassInfo, ClickEncoding, InputSpec, ModelCard, Normalization, Tiling
 
@@ -24,6 +25,7 @@ class TrainingConfig:
     training_data: str = ""
     licence: str = ""
     gsd_m: float | None = None
+    gsd_estimate: str = ""  # how gsd_m was found, for imagery that does not say (the model card shows it)
     architecture: str = "Linknet"
     encoder: str = "resnet34"
     bands: list[int] = field(default_factory=lambda: [1, 2, 3])
@@ -40,6 +42,10 @@ class TrainingConfig:
     click_radius: int = 10
     scale_range: tuple[float, float] = (0.75, 1.33)
     colour_jitter: float = 0.15
+    hue_degrees: float = 0.0  # other sensors and places (crops.style_randomise); 0 = none
+    saturation: float = 0.0
+    blur_sigma: float = 0.0
+    noise_std: float = 0.0
     dice_weight: float = 1.0
     validate_every: int = 1000
     checkpoint_every: int = 250
@@ -89,6 +95,17 @@ class TrainingConfig:
         if self.initialise_from is not None and not (Path(self.initialise_from) / CARD_FILE).is_file():
             raise UserError(f"initialise_from: no model bundle at {self.initialise_from}")
 
+    def gsd_range(self) -> tuple[float, float] | None:
+        """The pixel sizes the zoomed crops showed the network: a crop of ``crop × s`` source
+        pixels is seen at ``crop`` pixels, so at ``gsd_m × s`` metres a pixel. Only a range wider
+        than the grid's own tolerance says more than ``gsd_m`` does."""
+        if self.gsd_m is None:
+            return None
+        low, high = self.scale_range
+        if low >= 1 / (1 + TOLERANCE) and high <= 1 + TOLERANCE:
+            return None
+        return round(self.gsd_m * min(low, 1.0), 4), round(self.gsd_m * max(high, 1.0), 4)
+
     def card(self) -> ModelCard:
         n = len(self.bands)
         return ModelCard(
@@ -104,6 +121,7 @@ class TrainingConfig:
                 else tuple(f"band {b}" for b in self.bands),
                 dtype="uint8",
                 gsd_m=self.gsd_m,
+                gsd_range_m=self.gsd_range(),
                 normalization=Normalization(
                     method="fixed",
                     min=(0.0,) * n,

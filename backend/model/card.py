@@ -54,6 +54,9 @@ class InputSpec:
     band_names: tuple[str, ...] = ("red", "green", "blue")
     dtype: str = "uint8"
     gsd_m: float | None = None  # ground sampling distance of the training data, metres
+    # The pixel sizes (metres) the training's zoomed crops covered: a raster within them is read
+    # as it is (io/grid.py). None: gsd_m alone.
+    gsd_range_m: tuple[float, float] | None = None
     normalization: Normalization = field(default_factory=Normalization)
 
 
@@ -121,6 +124,8 @@ class ModelCard:
 
     def to_json(self) -> dict[str, Any]:
         inp = asdict(self.input)
+        if self.input.gsd_range_m is None:  # cards from before the range keep their exact JSON
+            del inp["gsd_range_m"]
         return {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
@@ -287,12 +292,28 @@ def _parse_input(inp: dict[str, Any]) -> InputSpec:
     if gsd is not None and not (isinstance(gsd, int | float) and math.isfinite(gsd) and gsd > 0):
         raise UserError(f"'input.gsd_m' must be a positive number of metres, not {gsd!r}")
     return InputSpec(
+        gsd_range_m=_gsd_range(inp.get("gsd_range_m"), gsd),
         bands=bands,
         band_names=tuple(inp.get("band_names", [f"band {b}" for b in bands])),
         dtype=str(inp.get("dtype", "uint8")),
         gsd_m=gsd,
         normalization=normalization,
     )
+
+
+def _gsd_range(values: Any, gsd: float | None) -> tuple[float, float] | None:
+    if values is None:
+        return None
+    numbers = isinstance(values, list | tuple) and len(values) == 2
+    if numbers and all(isinstance(v, int | float) for v in values):
+        low, high = _pair(values)
+    else:
+        low = high = math.nan
+    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+        raise UserError(f"'input.gsd_range_m' must be two positive metres, low ≤ high, not {values!r}")
+    if gsd is None or not low <= gsd <= high:
+        raise UserError(f"'input.gsd_range_m' {values!r} must hold 'input.gsd_m' ({gsd!r})")
+    return low, high
 
 
 def _parse_clicks(clicks: dict[str, Any]) -> ClickEncoding:

@@ -84,9 +84,10 @@ def write_model_card(model_dir: Path, failure_modes: Sequence[str] = (), notes: 
     p = card.provenance
     config = p.get("config", {})
     norm = card.input.normalization
+    estimate = p.get("gsd_estimate") or config.get("gsd_estimate")
     gsd = (
-        f"{card.input.gsd_m:g} m ({p['gsd_estimate']})"
-        if card.input.gsd_m and p.get("gsd_estimate")
+        f"{card.input.gsd_m:g} m ({estimate})"
+        if card.input.gsd_m and estimate
         else card.input.gsd_m or "not given with the data"
     )
     sha = sha256_of(model_dir / card.weights_file)[:16]
@@ -110,6 +111,7 @@ def write_model_card(model_dir: Path, failure_modes: Sequence[str] = (), notes: 
         f"values {norm.min[0]:g}–{norm.max[0]:g} become 0–1, then (v − {norm.mean[0]:g}) / {norm.std[0]:g}. "
         "Rasters of another data type are stretched between their 2nd and 98th percentiles.",
         f"- Ground sampling distance of the training imagery: {gsd}.",
+        *_read_at_lines(card),
         f"- Click channels: one per class, distance cones of radius {card.clicks.radius} px.",
         f"- Tiles of {card.tiling.tile_size} px overlapping by {card.tiling.overlap}.",
         "",
@@ -126,7 +128,7 @@ def write_model_card(model_dir: Path, failure_modes: Sequence[str] = (), notes: 
         f"- {p.get('steps', '?')} steps of {config.get('batch_size', '?')} crops of "
         f"{config.get('crop', '?')} px with "
         f"flips, 90° rotations, scale {config.get('scale_range', '?')} and colour jitter "
-        f"{config.get('colour_jitter', '?')}.",
+        f"{config.get('colour_jitter', '?')}{_style(config)}.",
         f"- DIAL's click pre-training: 1–{config.get('max_clicks', '?')} ground-truth points as click "
         "channels on "
         f"{round(100 * config.get('click_probability', 0))} % of the crops, none on the others.",
@@ -144,6 +146,33 @@ def write_model_card(model_dir: Path, failure_modes: Sequence[str] = (), notes: 
     path = model_dir / "MODEL_CARD.md"
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
     return path
+
+
+def _read_at_lines(card: ModelCard) -> list[str]:
+    """What the trained range of pixel sizes does to a raster (io/grid.py), when the card has one."""
+    if card.input.gsd_range_m is None:
+        return []
+    finest, coarsest = card.input.gsd_range_m
+    return [
+        f"- Pixel sizes the zoomed training crops covered: {finest:g}–{coarsest:g} m. A raster whose "
+        "pixel size is known (its CRS, or `--pixel-size`) is read as it is within that range, and "
+        f"outside it resampled to its nearer end (a 7.7-cm drone image at {finest:g} m)."
+    ]
+
+
+def _style(config: dict[str, Any]) -> str:
+    """The training's other-sensor augmentations (learn/crops.py), those it used."""
+    parts = [
+        f"{label} {config[key]:g}{unit}"
+        for key, label, unit in (
+            ("hue_degrees", "hue turned by up to", "°"),
+            ("saturation", "saturation scaled by up to ±", ""),
+            ("blur_sigma", "blur of σ up to", " px on half the crops"),
+            ("noise_std", "noise of σ up to", ""),
+        )
+        if config.get(key)
+    ]
+    return f", then {', '.join(parts)}" if parts else ""
 
 
 def _origin(config: dict[str, Any]) -> str:

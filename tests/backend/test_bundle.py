@@ -1,4 +1,5 @@
 import json
+from dataclasses import replace
 
 import pytest
 import torch
@@ -14,6 +15,19 @@ def test_card_round_trips_through_json():
     again = ModelCard.from_json(json.loads(json.dumps(card.to_json())))
     assert again == card
     assert again.in_channels == 3 + 5  # bands + one click channel per class
+
+
+def test_a_cards_trained_pixel_sizes_round_trip_and_older_cards_keep_their_json():
+    card = make_card()
+    assert "gsd_range_m" not in card.to_json()["input"]  # no range: the JSON is as before it
+    ranged = card.with_updates(input=replace(card.input, gsd_m=1.0, gsd_range_m=(0.25, 1.33)))
+    data = json.loads(json.dumps(ranged.to_json()))
+    assert data["input"]["gsd_range_m"] == [0.25, 1.33]
+    assert ModelCard.from_json(data) == ranged
+    for bad in ([0.5, 0.25], [0, 1.0], [1.5, 2.0], "far"):
+        data["input"]["gsd_range_m"] = bad  # reversed, not positive, not holding gsd_m, not a pair
+        with pytest.raises(UserError, match="gsd_range_m"):
+            ModelCard.from_json(data)
 
 
 def test_bundle_round_trip_keeps_weights_and_outputs(tmp_path):

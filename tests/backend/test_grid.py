@@ -63,6 +63,23 @@ def test_close_pixel_sizes_and_unknown_ones_are_read_as_they_are(tmp_path):
             model_grid(plain, gsd_m=1.0, pixel_size=bad)
 
 
+def test_a_model_trained_over_a_range_of_pixel_sizes_reads_within_it_as_they_are(tmp_path):
+    def grid(pixel: float):
+        transform = Affine(pixel, 0, 300_000.0, 0, -pixel, 2_780_000.0)
+        path = write_raster(tmp_path / f"{pixel}.tif", random_image(400, 400), transform=transform)
+        return model_grid(inspect_raster(path), gsd_m=1.0, gsd_range=(0.25, 1.33))
+
+    assert not grid(0.5).scaled and not grid(0.3).scaled  # inside the trained range
+    drone = grid(0.0775)  # finer than any crop the model saw: read at the finest end
+    assert drone.factor == pytest.approx(0.0775 / 0.25) and drone.info.width == 124
+    assert any("trained at 0.25–1.33 m" in n and "px of 0.25 m" in n for n in drone.info.notices)
+    # the drone pixel's centre lands on the model pixel under it
+    assert drone.to_model(399, 0) == (123, 0) and drone.to_model(200, 200) == (62, 62)
+    coarse = grid(4.0)  # coarser than the range: read at its coarse end
+    assert coarse.factor == pytest.approx(4.0 / 1.33) and coarse.info.width == 1203
+    assert not grid(1.4).scaled  # within 10 % of the end, as with gsd_m alone
+
+
 def test_geographic_pixels_are_measured_in_metres(tmp_path):
     degrees = Affine(1e-5, 0, 55.0, 0, -1e-5, 25.0)  # Dubai's latitude
     info = inspect_raster(write_raster(tmp_path / "g.tif", random_image(32, 32), "EPSG:4326", degrees))

@@ -336,7 +336,7 @@ def test_an_unreachable_scheduler_is_one_error_line_within_seconds(rasters, smal
         ("block", "not a multiple of the patch size"),
         ("foreign", "which this program did not write"),
         ("empty-folder", "holds no raster"),
-        ("other-gsd", r"0\.5-m pixels and the model was trained at 2 m: predict-many does not resample"),
+        ("other-gsd", r"0\.5-m pixels and the model reads 2-m ones: predict-many does not resample"),
     ],
 )
 def test_bad_input_is_refused_before_any_work(case, message, rasters, small_tile_model, tmp_path):

@@ -6,7 +6,7 @@ import torch
 
 from backend.demo.scene import write_scene
 from backend.errors import UserError
-from backend.learn.crops import CropSampler, LabelledImage
+from backend.learn.crops import CropSampler, LabelledImage, hue_rotation, style_randomise
 from backend.learn.training import learning_rate_factor, train
 from backend.learn.training_config import TrainingConfig
 from backend.model.bundle import load_bundle
@@ -45,6 +45,38 @@ def test_crops_are_augmented_normalised_and_half_get_clicks(scene, tmp_path):
     labels = sampler.crop()[1]
     for click in sampler.clicks(labels) or []:
         assert labels[click.row, click.col] == click.class_id  # clicks carry the true class
+
+
+def test_style_randomisation_turns_hue_keeps_grey_and_is_off_by_default(scene, tmp_path):
+    rng = np.random.default_rng(0)
+    image = rng.random((3, 32, 32)).astype(np.float32) * 0.5 + 0.25
+    plain = config_for(scene, tmp_path)
+    assert np.array_equal(style_randomise(image, plain, rng), image)  # older configs train as before
+    # a third of a turn about the grey axis swaps the bands round, brightness and greys kept
+    assert np.allclose(hue_rotation(120) @ [0.9, 0.2, 0.1], [0.1, 0.9, 0.2], atol=1e-6)
+    assert np.allclose(hue_rotation(37) @ [0.4, 0.4, 0.4], [0.4, 0.4, 0.4], atol=1e-6)
+    styled = config_for(scene, tmp_path, hue_degrees=40, saturation=0.5, blur_sigma=1.5, noise_std=0.03)
+    outputs = [style_randomise(image, styled, np.random.default_rng(s)) for s in (1, 1, 2)]
+    assert np.array_equal(outputs[0], outputs[1]) and not np.array_equal(outputs[0], outputs[2])
+    for out in outputs:
+        assert out.shape == image.shape and out.dtype == np.float32 and 0 <= out.min() <= out.max() <= 1
+        assert abs(float(out.mean() - image.mean())) < 0.03 and not np.allclose(out, image, atol=0.01)
+
+
+def test_a_models_card_says_which_pixel_sizes_its_zoomed_crops_covered(scene, tmp_path):
+    assert config_for(scene, tmp_path).card().input.gsd_range_m is None  # no gsd_m: nothing to say
+    assert config_for(scene, tmp_path, gsd_m=1.0, scale_range=[0.95, 1.05]).card().input.gsd_range_m is None
+    zoomed = config_for(scene, tmp_path, gsd_m=1.0, scale_range=[0.25, 1.33])
+    assert zoomed.card().input.gsd_range_m == (0.25, 1.33)
+    # zoomed in twice (64 source pixels shown at 128), class edges come half as often along a row
+    image = LabelledImage.load(str(scene.image), str(scene.labels), [1, 2, 3], None)
+    edges = []
+    for scale in (1.0, 0.5):
+        config = config_for(scene, tmp_path, scale_range=[scale, scale], colour_jitter=0)
+        sampler = CropSampler([image], config, np.random.default_rng(0))
+        crops = [sampler.crop()[1].astype(int) for _ in range(40)]
+        edges.append(np.mean([(np.diff(c, axis=1) != 0).mean() for c in crops]))
+    assert 0.35 < edges[1] / edges[0] < 0.65
 
 
 def test_learning_rate_warms_up_then_decays(scene, tmp_path):
