@@ -53,6 +53,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         help="pixel size (m) to resample the Tanzania image to (default: its own, 7.7 cm)",
     )
     parser.add_argument("--device", default="auto")
+    parser.add_argument("--seed", type=int, default=0, help="DISCA's seed (its crops and click drops)")
     add_disca_steps(parser)
     parser.add_argument("--disca-lr", type=float, help="DISCA learning rate (default: the engine's)")
     parser.add_argument("--anchor-weight", type=float, help="DISCA's λ (default: its own)")
@@ -161,7 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     begun = started()
     if not (SHARED_DATA / "tanzania" / "image.tif").is_file():
         raise UserError(f"{SHARED_DATA} is absent: the domain-adaptation data live there")
-    settings = DiscaSettings(spread=not args.no_spread)
+    settings = DiscaSettings(spread=not args.no_spread, seed=args.seed)
     settings = replace(
         settings,
         **{

@@ -90,6 +90,12 @@ class TrainingConfig:
                     raise UserError(f"training data not found: {path}")
         if self.crop % 32 or self.crop < 64:
             raise UserError(f"crop must be a multiple of 32, at least 64 (not {self.crop})")
+        pair = list(self.scale_range)
+        if len(pair) != 2 or not all(isinstance(v, int | float) for v in pair) or not 0 < pair[0] <= pair[1]:
+            raise UserError(f"scale_range must be two positive numbers, low ≤ high, not {pair}")
+        for key in ("colour_jitter", "hue_degrees", "saturation", "blur_sigma", "noise_std"):
+            if getattr(self, key) < 0:
+                raise UserError(f"{key} must not be negative, not {getattr(self, key)}")
         if self.precision not in ("auto", "bf16", "fp32"):
             raise UserError("precision must be auto, bf16 or fp32")
         if self.initialise_from is not None and not (Path(self.initialise_from) / CARD_FILE).is_file():

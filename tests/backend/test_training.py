@@ -107,6 +107,10 @@ def test_bad_configs_are_refused(scene, tmp_path):
         config_for(scene, tmp_path, train=[["nowhere.tif", "nowhere.tif"]])
     with pytest.raises(UserError, match="multiple of 32"):
         config_for(scene, tmp_path, crop=100)
+    with pytest.raises(UserError, match="scale_range must be two positive numbers"):
+        config_for(scene, tmp_path, scale_range=[1.33, 0.25])
+    with pytest.raises(UserError, match="blur_sigma must not be negative"):
+        config_for(scene, tmp_path, blur_sigma=-1)
 
 
 def test_a_binary_model_starts_from_a_land_cover_bundle(scene, tmp_path):
