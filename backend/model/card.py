@@ -305,12 +305,10 @@ def _gsd_range(values: Any, gsd: float | None) -> tuple[float, float] | None:
     if values is None:
         return None
     numbers = isinstance(values, list | tuple) and len(values) == 2
-    if numbers and all(isinstance(v, int | float) for v in values):
-        low, high = _pair(values)
-    else:
-        low = high = math.nan
-    if not (math.isfinite(low) and math.isfinite(high) and 0 < low <= high):
+    numbers = numbers and all(isinstance(v, int | float) and math.isfinite(v) for v in values)
+    if not (numbers and 0 < values[0] <= values[1]):
         raise UserError(f"'input.gsd_range_m' must be two positive metres, low ≤ high, not {values!r}")
+    low, high = _pair(values)
     if gsd is None or not low <= gsd <= high:
         raise UserError(f"'input.gsd_range_m' {values!r} must hold 'input.gsd_m' ({gsd!r})")
     return low, high
