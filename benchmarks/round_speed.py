@@ -2,10 +2,10 @@
 
 The path the dock takes, through the session API: the first map of a size² raster, the AC
 update for a few clicks, then rounds, each followed by the redraw of a 1024² visible extent
-(the tiles it covers) and by the whole raster predicted again. The clicks are spread over the
-raster on a grid, each of a class the map does not have there (corrections; no labels needed).
-Issue 23's targets: a round plus the redraw ≤ 3 s, the whole raster updated ≤ 15 s (2048², CPU).
-"""
+(one window with 128 px of context, as the dock asks for it) and by the whole raster predicted
+again. The clicks are spread over the raster on a grid, each of a class the map does not have
+there (corrections; no labels needed).
+Issue 23's targets: a round plus the redraw ≤ 3 s, the whole raster updated ≤ 15 s (2048², CPU)."""
 
 from __future__ import annotations
 

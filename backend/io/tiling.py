@@ -54,6 +54,33 @@ def tile_offsets(length: int, tile: int, overlap: int) -> list[int]:
     return [round(i * span / steps) for i in range(steps + 1)]
 
 
+@dataclass(frozen=True)
+class ContextWindow:
+    """A rectangle of pixels read and predicted in one piece (:func:`context_window`)."""
+
+    row: int
+    col: int
+    height: int
+    width: int
+
+
+def _context_span(start: int, stop: int, margin: int, length: int) -> tuple[int, int]:
+    """One axis of :func:`context_window`: (start, size)."""
+    low, high = max(start - margin, 0), min(stop + margin, length)
+    size = -(-(high - low) // NETWORK_STRIDE) * NETWORK_STRIDE
+    low = max(min(low, length - size), 0)  # grow back into the raster where it has room
+    return low, size
+
+
+def context_window(region: tuple[int, int, int, int], margin: int, height: int, width: int) -> ContextWindow:
+    """A window over ``region`` (row0, col0, row1, col1) and ``margin`` px of context around it,
+    inside a ``height`` × ``width`` raster, its sides multiples of the network's stride (it
+    reaches past the raster's far edge only when the raster is smaller than that)."""
+    row, rows = _context_span(region[0], region[2], margin, height)
+    col, cols = _context_span(region[1], region[3], margin, width)
+    return ContextWindow(row, col, rows, cols)
+
+
 def check_tiling(tile: int, overlap: int) -> None:
     if tile < NETWORK_STRIDE or tile % NETWORK_STRIDE:
         raise UserError(f"tile size must be a positive multiple of {NETWORK_STRIDE}, not {tile}")

@@ -20,7 +20,7 @@ import torch
 from ..errors import UserError
 from ..io.cache import TileCache
 from ..io.clicks import Click, encode_clicks
-from ..io.outputs import CLASS_NODATA, MapBlock, MapUpdater, MapWriter
+from ..io.outputs import CLASS_NODATA, MapBlock, MapWriter
 from ..io.raster import RasterSource
 from ..io.tiling import Patch, Tile, TileGrid
 from ..model.bundle import ModelBundle
@@ -154,23 +154,37 @@ class Predictor:
         The inputs are laid out B × T × T × channels: torch's channels-last format, so the
         network gets them without another copy.
         """
-        size, bands, radius = self.tile, self.card.n_bands, self.card.clicks.radius
-        inputs = np.zeros((len(tiles), size, size, self.card.in_channels), dtype=np.float32)
+        inputs = np.zeros((len(tiles), self.tile, self.tile, self.card.in_channels), dtype=np.float32)
         valids = []
         for i, tile in enumerate(tiles):
-            image, valid = source.read_normalized(tile.row, tile.col, size, size)
-            inputs[i, :, :, :bands] = image.transpose(1, 2, 0)
-            valids.append(valid)
-            near = [
-                c
-                for c in clicks
-                if tile.row - radius < c.row < tile.row + size + radius
-                and tile.col - radius < c.col < tile.col + size + radius
-            ]
-            if self.card.clicks.enabled and near:
-                channels = encode_clicks(near, tile.row, tile.col, size, size, self.card.n_classes, radius)
-                inputs[i, :, :, bands:] = channels.transpose(1, 2, 0)
+            valids.append(
+                self.read_input(source, clicks, tile.row, tile.col, self.tile, self.tile, inputs[i])
+            )
         return inputs, valids
+
+    def read_input(
+        self,
+        source: RasterSource,
+        clicks: Sequence[Click],
+        row: int,
+        col: int,
+        height: int,
+        width: int,
+        out: np.ndarray,
+    ) -> np.ndarray:
+        """One window's network input into ``out`` (h × w × channels, zeros); returns its validity."""
+        bands, radius = self.card.n_bands, self.card.clicks.radius
+        image, valid = source.read_normalized(row, col, height, width)
+        out[:, :, :bands] = image.transpose(1, 2, 0)
+        near = [
+            c
+            for c in clicks
+            if row - radius < c.row < row + height + radius and col - radius < c.col < col + width + radius
+        ]
+        if self.card.clicks.enabled and near:
+            channels = encode_clicks(near, row, col, height, width, self.card.n_classes, radius)
+            out[:, :, bands:] = channels.transpose(1, 2, 0)
+        return valid
 
     def forward(self, inputs: np.ndarray, tiles: Sequence[Tile], source: RasterSource) -> torch.Tensor:
         """Tile outputs (B × channels × T × T, float32) on the device, from :meth:`read_batch` inputs."""
@@ -289,48 +303,6 @@ class Predictor:
         synchronize(self.device)
         return done
 
-    def update_tiles(
-        self,
-        source: RasterSource,
-        clicks: Sequence[Click],
-        touched: Sequence[Tile],
-        cache: TileCache,
-        maps: MapUpdater,
-        scores: PatchScores,
-        monitor: Monitor | None = None,
-    ) -> list[int]:
-        """Recompute ``touched`` tiles, re-blend their footprints from the cache and write them.
-
-        Only pixels inside the touched tiles change. Patches overlapping them are re-scored from
-        the updated uncertainty map; their indices are returned.
-        """
-        monitor = monitor or Monitor()
-        info = source.info
-        grid = TileGrid(info.width, info.height, self.tile, self.overlap)
-        weights = torch.from_numpy(grid.weights).to(self.device)
-        done = 0
-        for tiles, inputs, _ in self.batches(source, touched, clicks):
-            monitor.check()
-            outputs = self.forward(inputs, tiles, source)
-            for tile, values in zip(tiles, outputs, strict=True):
-                cache.store(tile.index, values.cpu().numpy())
-            done += len(tiles)
-            monitor.report(0.8 * done / len(touched), f"tile {done}/{len(touched)}")
-        footprints = [t.footprint(info.height, info.width) for t in touched]
-        for row0, col0, row1, col1 in footprints:
-            region = Accumulator(row0, col0, row1 - row0, col1 - col0, self.channels, self.device)
-            region.valid = source.read_valid(row0, col0, row1 - row0, col1 - col0)
-            for tile in grid.tiles_intersecting(row0, col0, row1, col1):
-                values = torch.from_numpy(cache.load(tile.index)).to(self.device)
-                region.add(tile, values, weights)
-            maps.write(self.finish(region, slice(0, region.height), slice(0, region.width)))
-        monitor.report(0.9, "re-scoring patches")
-        affected = [p for p in scores.patches if any(_overlaps(p, f) for f in footprints)]
-        scores.reset([p.index for p in affected])
-        for patch in affected:
-            scores.add(maps.read(patch))
-        return [p.index for p in affected]
-
 
 def _announce_duration(monitor: Monitor, seconds: float, measured: int, total: int) -> None:
     """Early in a run: how long the whole raster will take, when that is over a minute."""
@@ -348,13 +320,3 @@ def _announce_duration(monitor: Monitor, seconds: float, measured: int, total: i
 def _range_of(source: RasterSource) -> np.ndarray:
     """Raw-value span that maps to 0..1, per band (so ε = 1/255 means one 8-bit grey level)."""
     return 1.0 / (np.asarray(source.scaling.scale) * np.asarray(source.spec.normalization.std))
-
-
-def _overlaps(patch: Patch, rect: tuple[int, int, int, int]) -> bool:
-    row0, col0, row1, col1 = rect
-    return (
-        patch.row < row1
-        and row0 < patch.row + patch.height
-        and patch.col < col1
-        and col0 < patch.col + patch.width
-    )

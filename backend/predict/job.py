@@ -45,6 +45,7 @@ from .inference import PatchScores, Predictor
 from .planning import MAIN_FILES, RunPlan
 from .reuse import CACHE_DIR, cache_key, reusable_cache
 from .uncertainty import ACQUISITIONS, Acquisition
+from .updates import fits_one_window, predict_region, update_tiles
 
 
 @dataclass
@@ -241,19 +242,13 @@ def _compute(job: _Job, plan: RunPlan, key: dict[str, Any]) -> tuple[str, int, T
     cache, touched = reusable_cache(params, job.cache_dir, key, job.clicks, job.grid, radius)
     if cache is not None and touched is not None:
         plan.check_update()
-        job.changed = [t.footprint(job.source.info.height, job.source.info.width) for t in touched]
-        tiles = _incremental(
-            predictor,
-            job.source,
-            job.clicks,
-            touched,
-            cache,
-            job.staging,
-            job.scores,
-            params,
-            job.monitor,
-            job.timings,
-        )
+        info = job.source.info
+        region = _clipped(params.refresh_region, info.height, info.width)
+        if region is not None and not fits_one_window(region, info.height, info.width):
+            touched = sorted({*touched, *job.grid.tiles_intersecting(*region)}, key=lambda t: t.index)
+            region = None
+        job.changed = [t.footprint(info.height, info.width) for t in touched] + ([region] if region else [])
+        tiles = _incremental(job, touched, cache, region)
         return ("region" if params.refresh_region else "incremental"), tiles, cache
     if plan.may_update:
         plan.check_full_run(job.monitor)
@@ -337,26 +332,37 @@ def _full(
 
 
 def _incremental(
-    predictor: Predictor,
-    source: RasterSource,
-    clicks: list[Click],
-    touched: list[Tile],
-    cache: TileCache,
-    staging: OutputStaging,
-    scores: PatchScores,
-    params: PredictParameters,
-    monitor: Monitor,
-    timings: Timings,
+    job: _Job, touched: list[Tile], cache: TileCache, region: tuple[int, int, int, int] | None
 ) -> int:
+    """The previous maps updated in place: ``touched`` tiles recomputed and blended with the
+    cached ones, then ``region`` (if any) predicted in one piece. Returns the tiles computed."""
+    params, predictor, scores = job.params, job.predictor, job.scores
     previous = json.loads((Path(params.out_dir) / RUN_FILE).read_text())
     for name in previous.get("files", MAIN_FILES):
-        shutil.copy2(Path(params.out_dir) / name, staging.file(name))
+        shutil.copy2(Path(params.out_dir) / name, job.staging.file(name))
     scores.load_json(cache.meta()["patches"])
     cache.mark_updating()
-    maps = MapUpdater(staging.path)
+    maps = MapUpdater(job.staging.path)
     try:
-        with timings.stage("predict"):
-            predictor.update_tiles(source, clicks, touched, cache, maps, scores, monitor.scaled(0.0, 0.95))
+        with job.timings.stage("predict"):
+            if touched:
+                monitor = job.monitor.scaled(0.0, 0.95 if region is None else 0.5)
+                update_tiles(predictor, job.source, job.clicks, touched, cache, maps, scores, monitor)
+            if region is not None:
+                job.monitor.check()
+                job.monitor.report(0.5 if touched else 0.0, "predicting the visible extent")
+                predict_region(predictor, job.source, job.clicks, region, maps, scores)
     finally:
         maps.close()
     return len(touched)
+
+
+def _clipped(
+    region: tuple[int, int, int, int] | None, height: int, width: int
+) -> tuple[int, int, int, int] | None:
+    """``region`` (row0, col0, row1, col1) inside the raster; None if it has no pixel there."""
+    if region is None:
+        return None
+    row0, col0 = max(region[0], 0), max(region[1], 0)
+    row1, col1 = min(region[2], height), min(region[3], width)
+    return (row0, col0, row1, col1) if row1 > row0 and col1 > col0 else None

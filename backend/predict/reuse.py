@@ -57,7 +57,8 @@ def reusable_cache(
     grid: TileGrid,
     radius: int,
 ) -> tuple[TileCache | None, list[Tile] | None]:
-    """The cache and the tiles to recompute, when the previous run can be updated in place."""
+    """The cache and the tiles the changed clicks touch, when the previous run can be updated in
+    place (a region to refresh is the caller's to add)."""
     if not params.cache:
         return None, None
     out = Path(params.out_dir)
@@ -70,8 +71,6 @@ def reusable_cache(
     previous = {tuple(c) for c in cache.meta()["clicks"]}
     changed = previous.symmetric_difference(clicks_key(clicks))
     touched = {t.index for row, col, _ in changed for t in grid.tiles_within_distance(row, col, radius)}
-    if region is not None:
-        touched |= {t.index for t in grid.tiles_intersecting(*region)}
     if len(touched) >= len(grid) and region is None:
         return None, None
     return cache, [grid.tiles[i] for i in sorted(touched)]

@@ -40,6 +40,7 @@ from ..model.bundle import ModelBundle, load_bundle
 from ..predict.evaluation import ArrayMaps, Scores, check_labels_grid, read_labels, score
 from ..predict.inference import PatchScores, Predictor
 from ..predict.uncertainty import Acquisition
+from ..predict.updates import update_tiles
 from ..progress import Monitor
 from ..system.ownership import check_folder, claim
 from ..system.runtime import describe_device
@@ -215,7 +216,8 @@ class _Annotation:
         self.clicks.append(click)
         if self.disca is None:
             touched = self.grid.tiles_within_distance(click.row, click.col, self.card.clicks.radius)
-            self.predictor.update_tiles(self.source, self.clicks, touched, self.cache, self.maps, self.scores)  # type: ignore[arg-type]
+            maps, scores = self.maps, self.scores
+            update_tiles(self.predictor, self.source, self.clicks, touched, self.cache, maps, scores)  # type: ignore[arg-type]
             return None
         report = self.disca.retrain(self.source, self.clicks)
         self.predict_all()

@@ -191,8 +191,8 @@ def test_sequential_adaptation_starts_from_the_previous_image_weights(
     assert not same(weights(reset.bundle.network), adapted)
 
 
-def test_a_region_refresh_touches_only_that_region_and_the_next_run_redoes_everything(session):
-    from backend.io.tiling import TileGrid
+def test_a_region_refresh_predicts_that_region_alone_and_the_next_run_redoes_everything(session):
+    """The dock's redraw after a round: the visible extent in one window, nothing outside it."""
     from backend.predict.job import run_predict
     from tests.helpers import read_band
 
@@ -201,16 +201,36 @@ def test_a_region_refresh_touches_only_that_region_and_the_next_run_redoes_every
     session.retrain()  # new weights: every tile is stale
     before = read_band(session.outputs / "uncertainty.tif")
     report = run_predict(session.prediction(region=(0, 0, 100, 100)))
-    grid = TileGrid(384, 384, 128, 32)
-    region_tiles = grid.tiles_intersecting(0, 0, 100, 100)
-    assert report.run["mode"] == "region" and report.run["tiles_computed"] == len(region_tiles)
+    assert report.run["mode"] == "region" and report.run["tiles_computed"] == 0  # no click changed
     after = read_band(session.outputs / "uncertainty.tif")
-    footprint = np.zeros_like(after, dtype=bool)
+    changed = ~np.isclose(after, before, atol=0, equal_nan=True)  # the scene's masked corner is NaN in both
+    assert changed[:100, :100].any()
+    changed[:100, :100] = False
+    assert not changed.any()
+    region_classes = read_band(session.outputs / "classes.tif")[:100, :100]
+    assert session.predict().run["mode"] == "full"  # the mixed cache is never mistaken for a model's
+    whole = read_band(session.outputs / "classes.tif")[:100, :100]
+    assert (region_classes == whole).mean() > 0.98  # one window with its margin ≈ the blended tiles
+
+
+def test_a_region_too_large_for_one_window_is_refreshed_by_its_tiles(session, monkeypatch):
+    from backend.io.tiling import TileGrid
+    from backend.predict import job, updates
+    from tests.helpers import read_band
+
+    monkeypatch.setattr(updates, "REGION_PIXELS", 128 * 128)
+    session.add_click(300, 300, 2)
+    session.predict()
+    session.retrain()
+    before = read_band(session.outputs / "uncertainty.tif")
+    report = job.run_predict(session.prediction(region=(0, 0, 100, 100)))
+    region_tiles = TileGrid(384, 384, 128, 32).tiles_intersecting(0, 0, 100, 100)
+    assert report.run["mode"] == "region" and report.run["tiles_computed"] == len(region_tiles)
+    footprint = np.zeros_like(before, dtype=bool)
     for t in region_tiles:
         footprint[t.row : t.row + t.size, t.col : t.col + t.size] = True
-    changed = ~np.isclose(after, before, atol=0, equal_nan=True)  # the scene's masked corner is NaN in both
+    changed = ~np.isclose(read_band(session.outputs / "uncertainty.tif"), before, atol=0, equal_nan=True)
     assert changed[:100, :100].any() and not changed[~footprint].any()
-    assert session.predict().run["mode"] == "full"  # the mixed cache is never mistaken for a model's
 
 
 def test_a_session_can_train_an_untrained_network_from_clicks_alone(tmp_path, scene):

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from backend.errors import UserError
-from backend.io.tiling import TileGrid, blend_weights, patch_grid, tile_offsets
+from backend.io.tiling import TileGrid, blend_weights, context_window, patch_grid, tile_offsets
 
 
 def coverage(grid: TileGrid) -> np.ndarray:
@@ -89,3 +89,20 @@ def test_patches_partition_the_raster():
     area = sum(p.width * p.height for p in patches)
     assert area == 1100 * 700
     assert patches[-1].width == 1100 - 1024 and patches[-1].height == 700 - 512
+
+
+@pytest.mark.parametrize(
+    ("region", "height", "width", "expected"),
+    [
+        ((512, 512, 1536, 1536), 2048, 2048, (384, 384, 1280, 1280)),  # the dock's 1024² extent
+        ((0, 0, 100, 100), 384, 384, (0, 0, 256, 256)),  # at the raster's corner: no context past it
+        ((300, 1900, 400, 2048), 2048, 2048, (172, 1760, 384, 288)),  # grown back into the raster
+        ((0, 0, 50, 70), 50, 70, (0, 0, 64, 96)),  # a raster smaller than the stride: padded past it
+    ],
+)
+def test_a_context_window_holds_its_region_and_margin_in_network_strides(region, height, width, expected):
+    window = context_window(region, 128, height, width)
+    assert (window.row, window.col, window.height, window.width) == expected
+    assert window.height % 32 == 0 and window.width % 32 == 0
+    assert window.row <= region[0] and window.col <= region[1]
+    assert window.row + window.height >= region[2] and window.col + window.width >= region[3]
