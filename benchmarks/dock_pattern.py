@@ -18,7 +18,7 @@ from backend.learn.disca import DiscaSettings
 from backend.protocols.dock import DockParameters, run_dock
 
 from . import OUT
-from .domain_adaptation import LOVEDA_TO_DUBAI, REPOSITORY, prepare_tanzania
+from .domain_adaptation import LOVEDA_PIXEL, LOVEDA_TO_DUBAI, REPOSITORY, add_loveda_pixel, prepare_tanzania
 from .machine import describe_machine
 from .options import add_disca_steps, with_steps
 from .report import header, save, say, started
@@ -44,15 +44,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-spread", action="store_true", help="learn each click's pixel alone, not its superpixel"
     )
     parser.add_argument("--device", default="auto")
+    add_loveda_pixel(parser)
     add_disca_steps(parser)
 
 
-def case_inputs(name: str) -> tuple[Path, Path, Path, dict[int, int] | None, str | None]:
-    """Raster, labels, model, label re-coding and the class scored alone (None: mIoU)."""
+def case_inputs(
+    name: str, loveda_pixel: float = LOVEDA_PIXEL
+) -> tuple[Path, Path, Path, dict[int, int] | None, str | None, float | None]:
+    """Raster, labels, model, label re-coding, the class scored alone (None: mIoU) and the
+    raster's pixel size where it has no CRS (None: its CRS says, or read as it is)."""
     models = REPOSITORY / "models"
     if name.startswith("dubai-"):
         tile = SHARED_DATA / "dubai" / f"tile_{name.split('-')[1]}"
-        return Path(f"{tile}_image.tif"), Path(f"{tile}_labels.tif"), models / "dubai-landcover", None, None
+        return (
+            Path(f"{tile}_image.tif"),
+            Path(f"{tile}_labels.tif"),
+            models / "dubai-landcover",
+            None,
+            None,
+            None,
+        )
     if name.startswith("loveda-"):
         i = name.split("-")[1]
         folder = SHARED_DATA / "loveda"
@@ -62,9 +73,10 @@ def case_inputs(name: str) -> tuple[Path, Path, Path, dict[int, int] | None, str
             models / "dubai-landcover",
             LOVEDA_TO_DUBAI,
             None,
+            loveda_pixel or None,
         )
     image, labels = prepare_tanzania(TANZANIA_PIXEL)
-    return image, labels, models / "dubai-buildings", None, "building"
+    return image, labels, models / "dubai-buildings", None, "building", None
 
 
 def parse_patterns(text: str) -> list[tuple[str, int]]:
@@ -91,14 +103,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     header("the dock's pattern", describe_machine(resolve_device(args.device)), {"disca": str(settings)})
     rows = []
     for name in wanted:
-        image, labels, model, class_map, key = case_inputs(name)
+        image, labels, model, class_map, key, pixel = case_inputs(name, args.loveda_pixel)
         for kind, count in patterns:
             out = OUT / "dock" / f"{name}-{kind}-{count}"
             result = run_dock(
                 DockParameters(
                     image, labels, out, clicks=count, pattern=kind, per_class=count, rounds=args.rounds,
                     model_dir=model, device=args.device, class_map=class_map, guard=not args.no_guard,
-                    disca=settings, adapt_statistics=args.adapt_statistics,
+                    disca=settings, adapt_statistics=args.adapt_statistics, pixel_size=pixel,
                 )
             )  # fmt: skip
             for r in result["rounds"]:
