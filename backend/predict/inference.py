@@ -186,8 +186,10 @@ class Predictor:
             out[:, :, bands:] = channels.transpose(1, 2, 0)
         return valid
 
-    def forward(self, inputs: np.ndarray, tiles: Sequence[Tile], source: RasterSource) -> torch.Tensor:
-        """Tile outputs (B × channels × T × T, float32) on the device, from :meth:`read_batch` inputs."""
+    def forward(self, inputs: np.ndarray, seeds: Sequence[int], source: RasterSource) -> torch.Tensor:
+        """Outputs (B × channels × h × w, float32) on the device, from :meth:`read_batch` inputs;
+        ``seeds`` (a tile's index) fix each input's MC-dropout masks, so a tile predicts the same
+        whichever pass computes it."""
         x = torch.from_numpy(inputs).permute(0, 3, 1, 2).to(self.device, non_blocking=True)
         step = None
         if self.acquisition.name == "odin":
@@ -200,7 +202,7 @@ class Predictor:
             self.network,
             x,
             self.acquisition,
-            [t.index for t in tiles],
+            seeds,
             self.card.n_bands,
             step,
             self.autocast,
@@ -277,7 +279,7 @@ class Predictor:
             strip.shift_up(row_tiles[0].row - strip.row0)
             for tiles, inputs, valids in self.batches(source, row_tiles, clicks):
                 monitor.check()
-                outputs = self.forward(inputs, tiles, source)
+                outputs = self.forward(inputs, [t.index for t in tiles], source)
                 for tile, values, valid in zip(tiles, outputs, valids, strict=True):
                     strip.add(tile, values, weights, valid)
                     if cache is not None:

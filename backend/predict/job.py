@@ -45,7 +45,7 @@ from .inference import PatchScores, Predictor
 from .planning import MAIN_FILES, RunPlan
 from .reuse import CACHE_DIR, cache_key, reusable_cache
 from .uncertainty import ACQUISITIONS, Acquisition
-from .updates import fits_one_window, predict_region, update_tiles
+from .updates import fits_one_window, predict_region, update_tiles, window_tiles
 
 
 @dataclass
@@ -335,7 +335,8 @@ def _incremental(
     job: _Job, touched: list[Tile], cache: TileCache, region: tuple[int, int, int, int] | None
 ) -> int:
     """The previous maps updated in place: ``touched`` tiles recomputed and blended with the
-    cached ones, then ``region`` (if any) predicted in one piece. Returns the tiles computed."""
+    cached ones, then ``region`` (if any) predicted in one piece. Returns the tiles computed (the
+    region's window counted as the tiles its area makes: the dock estimates times from them)."""
     params, predictor, scores = job.params, job.predictor, job.scores
     previous = json.loads((Path(params.out_dir) / RUN_FILE).read_text())
     for name in previous.get("files", MAIN_FILES):
@@ -354,7 +355,10 @@ def _incremental(
                 predict_region(predictor, job.source, job.clicks, region, maps, scores)
     finally:
         maps.close()
-    return len(touched)
+    if region is None:
+        return len(touched)
+    info = job.source.info
+    return len(touched) + window_tiles(region, info.height, info.width, predictor.tile)
 
 
 def _clipped(

@@ -28,9 +28,8 @@ REGION_MARGIN = 128
 the tile grid's overlap, so the region's pixels see as much around them as a tile's kept ones."""
 REGION_PIXELS = 2048 * 2048
 """The largest window (region and margin) predicted in one piece; a larger one goes by tiles."""
-REGION_TILE_ID = 2**31 - 1
-"""What a region's window passes where tiles pass their index (MC dropout's per-tile seed): an
-index no tile grid reaches."""
+REGION_SEED = 2**31 - 1
+"""The region window's MC-dropout seed (tiles use their index): one no tile grid reaches."""
 
 
 def update_tiles(
@@ -55,7 +54,7 @@ def update_tiles(
     done = 0
     for tiles, inputs, _ in predictor.batches(source, touched, clicks):
         monitor.check()
-        outputs = predictor.forward(inputs, tiles, source)
+        outputs = predictor.forward(inputs, [t.index for t in tiles], source)
         for tile, values in zip(tiles, outputs, strict=True):
             cache.store(tile.index, values.cpu().numpy())
         done += len(tiles)
@@ -76,6 +75,13 @@ def fits_one_window(region: tuple[int, int, int, int], height: int, width: int) 
     """Whether ``region`` with its context is small enough for :func:`predict_region`."""
     window = context_window(region, REGION_MARGIN, height, width)
     return window.height * window.width <= REGION_PIXELS
+
+
+def window_tiles(region: tuple[int, int, int, int], height: int, width: int, tile: int) -> int:
+    """The tiles' worth of pixels :func:`predict_region` runs through the network for ``region``:
+    what a run counts as computed, so its seconds per tile compare with a whole pass's."""
+    window = context_window(region, REGION_MARGIN, height, width)
+    return -(-window.height * window.width // tile**2)
 
 
 def predict_region(
@@ -100,7 +106,7 @@ def predict_region(
     valid = predictor.read_input(
         source, clicks, window.row, window.col, window.height, window.width, inputs[0]
     )
-    values = predictor.forward(inputs, [Tile(REGION_TILE_ID, window.row, window.col, 0)], source)[0]
+    values = predictor.forward(inputs, [REGION_SEED], source)[0]
     rows, cols = slice(row0 - window.row, row1 - window.row), slice(col0 - window.col, col1 - window.col)
     blend = Accumulator(row0, col0, row1 - row0, col1 - col0, predictor.channels, predictor.device)
     blend.sum, blend.weight[:] = values[:, rows, cols], 1.0

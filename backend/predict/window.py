@@ -67,7 +67,7 @@ def predict_window(
         strip.shift_up(row_tiles[0].row - strip.row0)
         for tiles, inputs, valids in predictor.batches(source, row_tiles, clicks):
             monitor.check()
-            outputs = predictor.forward(inputs, tiles, source)
+            outputs = predictor.forward(inputs, [t.index for t in tiles], source)
             for tile, values, valid in zip(tiles, outputs, valids, strict=True):
                 strip.add(tile, values, weights, valid)
             done += len(tiles)

@@ -242,17 +242,20 @@ def _click_loop(run: _Annotation, params: BenchmarkParameters, monitor: Monitor)
     patch's largest error, until the budget is spent or nothing is left to correct."""
     queue = PatchQueue(run.patches, params.order, params.seed)
     steps: list[dict[str, Any]] = []
-    visits_without_click = 0
+    # Patches visited since the last click without an error in them. The maps change only with a
+    # click, so once every patch is among them nothing is left to correct. (Counting visits
+    # instead stopped LoveDA runs early: after a pass a new pass may begin at a patch without error.)
+    fruitless: set[int] = set()
     while len(run.clicks) < params.clicks:
         monitor.check()
         patch = queue.next(run.scores)
-        if patch is None or visits_without_click > len(run.patches):
+        if patch is None or fruitless >= {p.index for p in run.patches if run.scores.count[p.index] > 0}:
             break  # nothing left to correct
         click = dial_click(run.maps.classes, run.truth, patch)
         if click is None:
-            visits_without_click += 1
+            fruitless.add(patch.index)
             continue
-        visits_without_click = 0
+        fruitless.clear()
         step_started = time.perf_counter()
         retrained = run.add(click)
         seconds = time.perf_counter() - step_started

@@ -70,3 +70,39 @@ def test_sial_clicks_before_any_model_sit_at_the_centres_of_every_class_largest_
     assert clicks[:2] == [Click(11, 11, 0), Click(34, 34, 0)]
     assert [c.class_id for c in clicks[2:]] == [1]  # class 1 is one region; class 2 is absent
     assert truth[clicks[2].row, clicks[2].col] == 1
+
+
+def test_dials_annotator_goes_on_while_any_patch_has_an_error():
+    """Four patches, errors left in one only, which after the first click is no longer the
+    least sure of itself: a new pass begins at patches without error, yet the annotator finds
+    its way back (it stopped there, counting visits: LoveDA runs ended after 11 of 20 clicks)."""
+    from types import SimpleNamespace
+
+    from backend.progress import Monitor
+    from backend.protocols.dial import _click_loop
+
+    patches = [Patch(i, 50 * (i // 2), 50 * (i % 2), 50, 50) for i in range(4)]
+    truth = np.zeros((100, 100), dtype=np.uint8)
+    predicted = truth.copy()
+    predicted[:40, :40] = 1  # errors in patch 0 alone
+    first, later = [0.9, 0.5, 0.3, 0.1], [0.1, 0.9, 0.5, 0.3]  # entropy before and after a click
+
+    class Annotation:
+        def __init__(self):
+            self.patches, self.truth, self.clicks = patches, truth, []
+            self.maps = SimpleNamespace(classes=predicted)
+            entropy = lambda i: (later if self.clicks else first)[i]  # noqa: E731
+            self.scores = SimpleNamespace(count=[2500] * 4, score=entropy)
+
+        def add(self, click):
+            self.clicks.append(click)
+            predicted[click.row, click.col] = truth[click.row, click.col]  # each click fixes its pixel
+
+        def score(self):
+            return SimpleNamespace(miou=0.0, per_class=lambda: {})
+
+    run = Annotation()
+    steps = _click_loop(run, SimpleNamespace(clicks=5, order="entropy", seed=0), Monitor())
+    assert len(steps) == 5 and {s["patch"] for s in steps} == {0}
+    predicted[:] = truth  # nothing left to correct: the loop ends instead of circling
+    assert _click_loop(Annotation(), SimpleNamespace(clicks=5, order="entropy", seed=0), Monitor()) == []

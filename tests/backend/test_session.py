@@ -194,6 +194,7 @@ def test_sequential_adaptation_starts_from_the_previous_image_weights(
 def test_a_region_refresh_predicts_that_region_alone_and_the_next_run_redoes_everything(session):
     """The dock's redraw after a round: the visible extent in one window, nothing outside it."""
     from backend.predict.job import run_predict
+    from backend.predict.updates import window_tiles
     from tests.helpers import read_band
 
     session.add_click(300, 300, 2)
@@ -201,7 +202,9 @@ def test_a_region_refresh_predicts_that_region_alone_and_the_next_run_redoes_eve
     session.retrain()  # new weights: every tile is stale
     before = read_band(session.outputs / "uncertainty.tif")
     report = run_predict(session.prediction(region=(0, 0, 100, 100)))
-    assert report.run["mode"] == "region" and report.run["tiles_computed"] == 0  # no click changed
+    assert report.run["mode"] == "region"
+    # no click changed: only the window (100² and 128 px of context), counted as the tiles its area makes
+    assert report.run["tiles_computed"] == window_tiles((0, 0, 100, 100), 384, 384, 128) == 4
     after = read_band(session.outputs / "uncertainty.tif")
     changed = ~np.isclose(after, before, atol=0, equal_nan=True)  # the scene's masked corner is NaN in both
     assert changed[:100, :100].any()
