@@ -90,9 +90,13 @@ class PatchQueue:
         self.visited: set[int] = set()
         self.shuffled = list(self.rng.permutation(len(patches))) if order == "random" else []
 
+    def candidates(self, scores: PatchScores) -> list[Patch]:
+        """The patches with valid pixels: the ones the annotator visits."""
+        return [p for p in self.patches if scores.count[p.index] > 0]
+
     def next(self, scores: PatchScores) -> Patch | None:
         """The best unvisited patch (a new pass begins once all are visited); None if none is valid."""
-        candidates = [p for p in self.patches if scores.count[p.index] > 0]
+        candidates = self.candidates(scores)
         if not candidates:
             return None
         if all(p.index in self.visited for p in candidates):
@@ -249,7 +253,7 @@ def _click_loop(run: _Annotation, params: BenchmarkParameters, monitor: Monitor)
     while len(run.clicks) < params.clicks:
         monitor.check()
         patch = queue.next(run.scores)
-        if patch is None or fruitless >= {p.index for p in run.patches if run.scores.count[p.index] > 0}:
+        if patch is None or fruitless >= {p.index for p in queue.candidates(run.scores)}:
             break  # nothing left to correct
         click = dial_click(run.maps.classes, run.truth, patch)
         if click is None:

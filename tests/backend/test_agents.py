@@ -91,8 +91,10 @@ def test_dials_annotator_goes_on_while_any_patch_has_an_error():
         def __init__(self):
             self.patches, self.truth, self.clicks = patches, truth, []
             self.maps = SimpleNamespace(classes=predicted)
-            entropy = lambda i: (later if self.clicks else first)[i]  # noqa: E731
-            self.scores = SimpleNamespace(count=[2500] * 4, score=entropy)
+            self.scores = SimpleNamespace(count=[2500] * 4, score=self.entropy)
+
+        def entropy(self, index):
+            return (later if self.clicks else first)[index]
 
         def add(self, click):
             self.clicks.append(click)
