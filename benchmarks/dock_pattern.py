@@ -43,6 +43,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-spread", action="store_true", help="learn each click's pixel alone, not its superpixel"
     )
+    parser.add_argument(
+        "--no-hold-classes", action="store_true", help="let a round put classes no click names on the map"
+    )
     parser.add_argument("--device", default="auto")
     add_loveda_pixel(parser)
     add_disca_steps(parser)
@@ -97,7 +100,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     if unknown := set(wanted) - set(CASES):
         raise UserError(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(CASES)}")
     patterns = parse_patterns(args.patterns)
-    settings = with_steps(DiscaSettings(guard=not args.no_guard, spread=not args.no_spread), args.disca_steps)
+    hold = not args.no_hold_classes
+    settings = DiscaSettings(guard=not args.no_guard, spread=not args.no_spread, hold_classes=hold)
+    settings = with_steps(settings, args.disca_steps)
     from backend.system.runtime import resolve_device
 
     header("the dock's pattern", describe_machine(resolve_device(args.device)), {"disca": str(settings)})

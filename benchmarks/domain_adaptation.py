@@ -68,6 +68,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--no-spread", action="store_true", help="learn each click's pixel alone, not its superpixel"
     )
     parser.add_argument(
+        "--no-hold-classes", action="store_true", help="let a round put classes no click names on the map"
+    )
+    parser.add_argument(
         "--cases",
         default=",".join(CASES),
         help=f"comma-separated, from {', '.join(CASES)} (default: all)",
@@ -180,7 +183,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     begun = started()
     if not (SHARED_DATA / "tanzania" / "image.tif").is_file():
         raise UserError(f"{SHARED_DATA} is absent: the domain-adaptation data live there")
-    settings = DiscaSettings(spread=not args.no_spread, seed=args.seed)
+    settings = DiscaSettings(spread=not args.no_spread, hold_classes=not args.no_hold_classes, seed=args.seed)
     settings = replace(
         settings,
         **{

@@ -99,10 +99,18 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
             "of like colour around it): more to learn from per click."
         )
         form.addRow(self.spread)
+        self.hold_classes = QCheckBox("Keep classes nobody clicked off the map")
+        self.hold_classes.setToolTip(
+            "After a round, a class that no click names and that the map before it did not show "
+            "stays off the map (rounds otherwise scatter a few pixels of it far from any click). "
+            "One click of the class lets it back."
+        )
+        form.addRow(self.hold_classes)
         for widget in (self.anchor, self.steps, self.learning_rate, self.class_balance):
             widget.valueChanged.connect(self.apply_disca_settings)
         self.click_loss.currentIndexChanged.connect(self.apply_disca_settings)
         self.spread.toggled.connect(self.apply_disca_settings)
+        self.hold_classes.toggled.connect(self.apply_disca_settings)
 
     def _sial_rows(self, form: QFormLayout) -> None:
         self.sial_steps = QSpinBox(minimum=10, maximum=20000, singleStep=100)
@@ -150,10 +158,14 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
             click_loss=self.click_loss.currentData(),
             class_balance=self.class_balance.value(),
             spread=self.spread.isChecked(),
+            hold_classes=self.hold_classes.isChecked(),
         )
 
     def _disca_widgets(self) -> tuple[Any, ...]:
-        return (self.anchor, self.steps, self.learning_rate, self.click_loss, self.class_balance, self.spread)
+        return (
+            self.anchor, self.steps, self.learning_rate, self.click_loss, self.class_balance, self.spread,
+            self.hold_classes,
+        )  # fmt: skip
 
     def _apply_sial_settings(self) -> None:
         if self.populated:
@@ -167,6 +179,7 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
         for widget in widgets:
             widget.blockSignals(True)
         self.spread.setChecked(settings.spread)
+        self.hold_classes.setChecked(settings.hold_classes)
         self.class_balance.setValue(float(settings.class_balance))
         self.anchor.setValue(settings.anchor_weight)
         self.steps.setValue(settings.steps or 0)

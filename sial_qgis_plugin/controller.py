@@ -297,6 +297,8 @@ class SessionController(
         session, settings = self.session, self.sial_settings if self.is_sial else self.settings
 
         def done(trained: Any) -> None:
+            from backend.predict.held_classes import held_message
+
             session.commit_round(trained)
             report = trained.report
             if not report.kept:  # the round guard rolled it back: the map stays as it is
@@ -309,6 +311,9 @@ class SessionController(
             )
             if report.verdict is not None and report.verdict.warning:
                 self._say(f"Round {trained.iteration}: {report.verdict.warning}.", WARNING)
+            held = held_message(trained.held_classes, [c.name for c in session.bundle.card.classes])
+            if held:
+                self._say(f"Round {trained.iteration}: {held}.", INFO)
             self.changed.emit()
             region = self.visible_region()
             if region is not None:

@@ -63,6 +63,12 @@ def add_disca_options(parser: argparse.ArgumentParser) -> None:
         help="a click's class also labels its SLIC superpixel (about 150 pixels of like colour; "
         "the default), or --no-spread: each click's pixel alone. A session keeps its last round's",
     )
+    group.add_argument(
+        "--hold-classes",
+        action=argparse.BooleanOptionalAction,
+        help="after a round, keep off the map the classes no click names and the map before it "
+        "lacked (the default), or --no-hold-classes. A session keeps its last round's",
+    )
 
 
 def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
@@ -78,6 +84,7 @@ def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
         "class_balance": args.class_balance,
         "guard": getattr(args, "guard", None),
         "spread": getattr(args, "spread", None),
+        "hold_classes": getattr(args, "hold_classes", None),
     }
     return replace(settings, **{k: v for k, v in changes.items() if v is not None})
 

@@ -178,6 +178,8 @@ def _remove(session: Any, args: argparse.Namespace) -> None:
 
 
 def _retrain(session: Any, args: argparse.Namespace) -> None:
+    from ..predict.held_classes import held_message
+
     settings = disca_settings(args, session.settings) if session.settings.KIND == "disca" else None
     report = session.retrain(settings, monitor(args.action, args))
     if not report.kept:
@@ -189,6 +191,9 @@ def _retrain(session: Any, args: argparse.Namespace) -> None:
         f"round {session.iteration}: {report.steps} steps on {report.crops} crops, {report.clicks} clicks, "
         f"{report.seconds:.1f} s, loss {report.losses[0]:.3f} → {report.losses[-1]:.3f}"
     )
+    held = held_message(session.held_classes(), [c.name for c in session.bundle.card.classes])
+    if held:
+        print(held)
 
 
 ACTIONS = {

@@ -13,8 +13,8 @@ Training uses square crops around the clicks (all clicks inside a crop count). W
 a click's class also covers its SLIC superpixel, without the sieve: a click corrects the model,
 so the model must not decide where the correction stops. The click channels of a crop are
 zeroed at random, so the network does not lean on them alone. BatchNorm statistics and affine
-parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast where the
-hardware has it. After the round the guard (:mod:`.round_check`) may roll it back.
+parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast where the hardware has
+it. After the round the guard (:mod:`.round_check`) may roll it back.
 """
 
 from __future__ import annotations
@@ -66,13 +66,13 @@ class DiscaSettings:
     guard: bool = True  # roll back a round the guard judges worse (learn/round_check.py)
     class_balance: float = 0.5  # a class's clicked pixels weigh (their number) ** -this (BENCHMARKS.md)
     spread: bool = True  # each click's class also labels its SLIC superpixel (BENCHMARKS.md)
+    hold_classes: bool = True  # classes no click names stay off a map that lacks them (held_classes)
 
     @classmethod
     def dial(cls) -> DiscaSettings:
         """DIAL's published settings: 10 SGD steps at 2e-6, λ = 1, the clicks alone, averaged."""
-        return cls(
-            steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0, class_balance=0.0, spread=False
-        )
+        return cls(steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0, class_balance=0.0,
+                   spread=False, hold_classes=False)  # fmt: skip
 
     def steps_for(self, new_clicks: int, total_clicks: int | None = None) -> int:
         """The round's steps (BENCHMARKS.md, *Steps by the round's new clicks*): 10 after a single

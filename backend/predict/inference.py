@@ -28,6 +28,7 @@ from ..model.network import fold_batchnorm, inference_dtype
 from ..progress import Monitor
 from ..system.runtime import default_batch_size, describe_device, resolve_device, synchronize
 from .blending import Accumulator
+from .held_classes import without_classes
 from .uncertainty import Acquisition, run_network
 
 FINISH_ROWS = 128
@@ -116,6 +117,7 @@ class Predictor:
         self.network = self.network.to(self.device).to(memory_format=torch.channels_last)
         self.channels = self.card.n_classes + (1 if self.acquisition.per_tile else 0)
         self.keep_probabilities = False  # finished blocks also carry the blended probabilities
+        self.held_classes: tuple[int, ...] = ()  # kept off the map after a round (:mod:`.held_classes`)
         self.confidnet = bundle.confidnet
         if self.acquisition.name == "confidnet":
             if self.confidnet is None:
@@ -242,7 +244,7 @@ class Predictor:
         """Blend, take the argmax and the uncertainty, and mask nodata, for a block of a region."""
         blended = accumulator.blended(rows, cols)
         n = self.card.n_classes
-        probabilities = blended[:n]
+        probabilities = without_classes(blended[:n], self.held_classes)
         classes = probabilities.max(dim=0).indices.to(torch.uint8)  # 10× faster than argmax on CPU
         if self.acquisition.per_tile:
             uncertainty = blended[n].clamp(0.0, 1.0)

@@ -74,6 +74,8 @@ class PredictParameters:
     """The raster's pixel size in metres, for one without a CRS (see :mod:`..io.grid`)."""
     precision: str = "auto"
     """``auto``: bfloat16 on a CPU that computes it natively, float16 on a GPU; ``fp32``: float32."""
+    held_classes: tuple[int, ...] = ()
+    """Classes kept off the map: those a session's last round held (:mod:`.held_classes`)."""
 
 
 @dataclass
@@ -137,6 +139,7 @@ def _predict(
         bundle, params.device, acquisition, params.tile, params.overlap, params.batch_size, owns_network=owns,
         precision=params.precision,
     )  # fmt: skip
+    predictor.held_classes = tuple(params.held_classes)
     plan = RunPlan.of(
         Path(params.out_dir), info, predictor.tile, predictor.overlap, predictor.channels,
         predictor.device.type, params.cache,

@@ -44,6 +44,7 @@ def cache_key(
         "acquisition": dataclasses.asdict(predictor.acquisition),
         "device": predictor.device.type,
         "precision": predictor.precision,
+        "held_classes": list(predictor.held_classes),
         "normalization": source.scaling.description,
         "engine": __version__,
     }
@@ -65,7 +66,8 @@ def reusable_cache(
     if not all((out / name).is_file() for name in (CLASSES_FILE, UNCERTAINTY_FILE, PATCHES_FILE, RUN_FILE)):
         return None, None
     region = params.refresh_region
-    cache = TileCache.open(cache_dir, key, ignore=("model",) if region else ())
+    # A round changes the weights and what it holds off the map; a region refresh is its preview.
+    cache = TileCache.open(cache_dir, key, ignore=("model", "held_classes") if region else ())
     if cache is None:
         return None, None
     previous = {tuple(c) for c in cache.meta()["clicks"]}

@@ -38,6 +38,7 @@ from ..learn.adabn import adapt_batchnorm
 from ..learn.disca import Disca, DiscaSettings, RetrainReport, anchor_from
 from ..model.bundle import ModelBundle, load_bundle
 from ..predict.evaluation import ArrayMaps, Scores, check_labels_grid, read_labels, score
+from ..predict.held_classes import classes_to_hold
 from ..predict.inference import PatchScores, Predictor
 from ..predict.uncertainty import Acquisition
 from ..predict.updates import update_tiles
@@ -223,7 +224,9 @@ class _Annotation:
             maps, scores = self.maps, self.scores
             update_tiles(self.predictor, self.source, self.clicks, touched, self.cache, maps, scores)  # type: ignore[arg-type]
             return None
+        held = classes_to_hold(self.maps.classes, self.clicks, self.card.n_classes)
         report = self.disca.retrain(self.source, self.clicks)
+        self.predictor.held_classes = held if self.disca.settings.hold_classes else ()
         self.predict_all()
         return report
 
@@ -272,6 +275,7 @@ def _click_loop(run: _Annotation, params: BenchmarkParameters, monitor: Monitor)
             "retrain_seconds": None if retrained is None else round(retrained.seconds, 3),
             "kept": None if retrained is None else retrained.kept,
             "check": None if retrained is None or retrained.check is None else retrained.check.as_json(),
+            "held_classes": list(run.predictor.held_classes),
             "patch": patch.index,
             "click": [click.row, click.col, click.class_id],
         })  # fmt: skip

@@ -35,6 +35,7 @@ from ..learn.disca import Disca, DiscaSettings, anchor_from
 from ..learn.round_check import RoundCheck, judge_round
 from ..model.bundle import ModelBundle, load_bundle
 from ..predict.evaluation import Scores, check_labels_grid, predict_in_memory, read_labels, score
+from ..predict.held_classes import classes_to_hold
 from ..predict.inference import Predictor
 from ..progress import Monitor
 from ..system.ownership import check_folder, claim
@@ -171,6 +172,8 @@ class _DockRun:
         sure = self.uncertainty
         saved = copy.deepcopy(self.bundle.network.state_dict())
         report = self.disca.retrain(self.source, self.source.grid.clicks_to_model(self.clicks))
+        if self.params.disca.hold_classes:
+            self.predictor.held_classes = classes_to_hold(before, self.clicks, len(self.names))
         after = self.predict()
         verdict = judge_round(report.check, self.names) if self.params.guard else None
         rolled_back = verdict is not None and not verdict.kept
@@ -188,6 +191,7 @@ class _DockRun:
             "per_class_after_round": self.score(after).per_class(),
             "check": report.check.as_json() if report.check else None,
             "check_whole_map": RoundCheck.of(before, after, self.clicks, sure).as_json(),
+            "held_classes": list(self.predictor.held_classes),
             "kept": not rolled_back,
             "reason": verdict.reason if verdict else None,
             "retrain_seconds": round(report.seconds, 2),

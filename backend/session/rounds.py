@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
@@ -19,8 +20,9 @@ from ..learn.prior_shift import PriorShift
 from ..learn.sparse_training import SparseTrainer, window_probabilities
 from ..learn.superpixels import SparseLabels, expand_clicks
 from ..model.bundle import ModelBundle
+from ..predict.held_classes import classes_to_hold_on
 from ..progress import Monitor
-from .settings import SialSettings
+from .settings import RoundSettings, SialSettings
 
 
 @dataclass(frozen=True)
@@ -31,6 +33,18 @@ class TrainedRound:
     checkpoint: str  # "": the round guard rolled it back, and nothing is recorded
     clicks: int
     report: RetrainReport
+    held_classes: tuple[int, ...] = ()  # kept off the map after the round (predict/held_classes.py)
+
+
+def classes_to_hold(
+    settings: RoundSettings, classes_map: Path, clicks: Sequence[Click], n_classes: int
+) -> tuple[int, ...]:
+    """What the round about to run keeps off the map (:mod:`..predict.held_classes`): for a
+    DISCA round that holds classes, from the map before it; none for a SIAL round, whose network
+    starts from nothing."""
+    if not getattr(settings, "hold_classes", False):
+        return ()
+    return classes_to_hold_on(classes_map, clicks, n_classes)
 
 
 def disca_round(

@@ -22,16 +22,18 @@ from osgeo import ogr
 from .. import __version__
 from ..errors import UserError
 from ..io.clicks import Click
+from ..io.outputs import CLASSES_FILE
 from ..io.raster import RasterSource, inspect_raster
 from ..learn.disca import DiscaSettings, RetrainReport
 from ..model.bundle import load_bundle, save_bundle, sha256_of
+from ..predict.held_classes import released
 from ..predict.job import PredictParameters, PredictReport, run_predict
 from ..progress import Monitor
 from ..system.runtime import resolve_device
 from .checkpoints import KEEP_CHECKPOINTS, checkpoint_name, remove_checkpoint, remove_orphans, to_prune
 from .lock import SessionLock, released_on_failure
-from .rounds import TrainedRound
-from .settings import RoundSettings, settings_from_meta, settings_of_last_round, settings_to_meta
+from .rounds import TrainedRound, classes_to_hold
+from .settings import RoundSettings, settings_of_last_round, settings_or_damaged, settings_to_meta
 from .store import Iteration, QueuedPatch, SessionStore, StoredClick, now
 from .weights import SessionWeights
 
@@ -60,7 +62,7 @@ class Session:
             raise store.damaged("its 'session' table does not say which raster and model") from None
         self.info = inspect_raster(self.raster)
         self.pixel_size = meta.get("pixel_size_m")  # None: from the CRS, or not known
-        self.settings = _settings_or_damaged(store, meta.get("disca", {}))
+        self.settings = settings_or_damaged(store, meta.get("disca", {}))
         self.checkpoints = path.with_suffix(".checkpoints")
         self.outputs = path.with_suffix(".outputs")
         start = Path(meta["starting_weights"]) if meta.get("starting_weights") else None
@@ -164,6 +166,11 @@ class Session:
         """The checkpoint whose weights the model has now (None: the starting weights)."""
         return self.checkpoints / self.current.checkpoint if self.current.checkpoint else None
 
+    def held_classes(self, clicks: Sequence[Click] | None = None) -> tuple[int, ...]:
+        """The classes the current round keeps off the map, less those a click names since."""
+        details = json.loads(self.current.details or "{}")
+        return released(details.get("held_classes", ()), self.click_list() if clicks is None else clicks)
+
     def model_key(self) -> str:
         """Identifies the current weights (for the prediction cache)."""
         return self.weights.key()
@@ -234,11 +241,12 @@ class Session:
             self.settings = settings
         self.settings.check()
         iteration = self.iteration + 1
+        held = classes_to_hold(self.settings, self.outputs / CLASSES_FILE, clicks, self.bundle.card.n_classes)
         with RasterSource(self.raster, self.bundle.card.input, self.pixel_size) as source:
             on_grid = source.grid.clicks_to_model(clicks)  # stored on raster pixels
             new = len(clicks) - self.weights.current.clicks  # since the round the model stands on
             name, report = self.weights.train(self.settings, source, on_grid, iteration, new, monitor)
-        return TrainedRound(iteration, name, len(clicks), report)
+        return TrainedRound(iteration, name, len(clicks), report, held)
 
     def commit_round(self, trained: TrainedRound) -> None:
         """The database half of :meth:`retrain` (on the session's thread); none for a rolled-back round."""
@@ -249,6 +257,7 @@ class Session:
             "losses": trained.report.losses,
             "crops": trained.report.crops,
             **({"prior_shift": trained.report.prior_shift} if trained.report.prior_shift else {}),
+            **({"held_classes": list(trained.held_classes)} if trained.held_classes else {}),
         }
         path = self.checkpoints / trained.checkpoint
         record = Iteration(
@@ -338,6 +347,7 @@ class Session:
             cache=True,
             refresh_region=region,
             pixel_size=self.pixel_size,
+            held_classes=self.held_classes(clicks),
             **options,
         )
 
@@ -387,10 +397,3 @@ class Session:
             name=f"{card.name}-adapted", provenance={**card.provenance, "adapted": adapted}
         )
         return save_bundle(replace(self.bundle, card=card, directory=None), directory, dtype="float32")
-
-
-def _settings_or_damaged(store: SessionStore, data: Any) -> RoundSettings:
-    try:
-        return settings_from_meta(dict(data))
-    except (TypeError, ValueError, AttributeError, KeyError) as exc:
-        raise store.damaged(f"its retraining settings are not valid ({exc})") from None

@@ -67,3 +67,11 @@ def settings_of_last_round(records: Sequence[Any]) -> RoundSettings | None:
             except (TypeError, ValueError, AttributeError):
                 return None
     return None
+
+
+def settings_or_damaged(store: Any, data: Any) -> RoundSettings:
+    """The settings a session's metadata records, or ``store.damaged`` saying they are not valid."""
+    try:
+        return settings_from_meta(dict(data))
+    except (TypeError, ValueError, AttributeError, KeyError) as exc:
+        raise store.damaged(f"its retraining settings are not valid ({exc})") from None

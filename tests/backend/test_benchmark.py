@@ -54,6 +54,12 @@ def test_disca_run_retrains_after_every_click(scene, fast_model, tmp_path):
     assert result["mode"] == "disca" and len(result["steps"]) == 2
     assert all(s["retrain_seconds"] > 0 for s in result["steps"])
     assert result["disca"]["steps"] == 2
+    clicked = set()
+    for step in result["steps"]:  # a round holds off the map only classes no click named
+        clicked.add(step["click"][2])
+        assert not clicked & set(step["held_classes"])
+    final = read_labels(tmp_path / "disca" / "classes.tif")
+    assert not np.isin(final, result["steps"][-1]["held_classes"]).any()
 
 
 def test_the_cli_writes_results_and_several_runs_plot_together(scene, fast_model, tmp_path):

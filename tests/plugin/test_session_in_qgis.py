@@ -42,6 +42,10 @@ def test_the_dock_starts_a_session_with_styled_grouped_layers(
     dock.disca_spread.setChecked(not controller.settings.spread)  # the checkbox sets the next round's
     assert controller.settings.spread == dock.disca_spread.isChecked()
     dock.disca_spread.setChecked(not controller.settings.spread)
+    assert dock.hold_classes.isChecked() and controller.settings.hold_classes  # the default
+    dock.hold_classes.setChecked(False)
+    assert not controller.settings.hold_classes
+    dock.hold_classes.setChecked(True)
     assert dock.class_balance.value() == controller.settings.class_balance == 0.5
     dock.class_balance.setValue(1.0)  # the field sets the next round's weighing of the classes
     assert controller.settings.class_balance == 1.0
@@ -204,6 +208,11 @@ def test_retrain_then_visible_extent_first_then_everything(qgis_canvas, started)
     assert controller.session.iteration == 1
     assert modes[0] is not None and modes[1] is None  # the visible extent first, then the whole raster
     assert [row["kind"] for row in controller.history()] == ["start", "retrain"]
+    held = controller.session.held_classes()  # the untrained network leaves classes off this map
+    names = [c.name for c in controller.session.bundle.card.classes]
+    assert held and 1 not in held
+    said = [m for m in controller.messages if "kept off the map" in m]
+    assert said and all(f"'{names[c]}'" in said[-1] for c in held), controller.messages
 
 
 def test_cancel_in_the_middle_of_a_prediction_and_of_a_retraining(qgis_canvas, started, monkeypatch):
