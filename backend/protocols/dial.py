@@ -275,7 +275,7 @@ def _click_loop(run: _Annotation, params: BenchmarkParameters, monitor: Monitor)
             "retrain_seconds": None if retrained is None else round(retrained.seconds, 3),
             "kept": None if retrained is None else retrained.kept,
             "check": None if retrained is None or retrained.check is None else retrained.check.as_json(),
-            "held_classes": list(run.predictor.held_classes),
+            "held_classes": None if retrained is None else list(run.predictor.held_classes),
             "patch": patch.index,
             "click": [click.row, click.col, click.class_id],
         })  # fmt: skip
