@@ -224,9 +224,10 @@ class _Annotation:
             maps, scores = self.maps, self.scores
             update_tiles(self.predictor, self.source, self.clicks, touched, self.cache, maps, scores)  # type: ignore[arg-type]
             return None
-        held = classes_to_hold(self.maps.classes, self.clicks, self.card.n_classes)
+        hold = self.disca.settings.hold_classes
+        held = classes_to_hold(self.maps.classes, self.clicks, self.card.n_classes) if hold else ()
         report = self.disca.retrain(self.source, self.clicks)
-        self.predictor.held_classes = held if self.disca.settings.hold_classes else ()
+        self.predictor.held_classes = held
         self.predict_all()
         return report
 

@@ -36,7 +36,7 @@ class TrainedRound:
     held_classes: tuple[int, ...] = ()  # kept off the map after the round (predict/held_classes.py)
 
 
-def classes_to_hold(
+def classes_the_round_holds(
     settings: RoundSettings, classes_map: Path, clicks: Sequence[Click], n_classes: int
 ) -> tuple[int, ...]:
     """What the round about to run keeps off the map (:mod:`..predict.held_classes`): for a

@@ -32,7 +32,7 @@ from ..progress import Monitor
 from ..system.runtime import resolve_device
 from .checkpoints import KEEP_CHECKPOINTS, checkpoint_name, remove_checkpoint, remove_orphans, to_prune
 from .lock import SessionLock, released_on_failure
-from .rounds import TrainedRound, classes_to_hold
+from .rounds import TrainedRound, classes_the_round_holds
 from .settings import RoundSettings, settings_of_last_round, settings_or_damaged, settings_to_meta
 from .store import Iteration, QueuedPatch, SessionStore, StoredClick, now
 from .weights import SessionWeights
@@ -241,7 +241,8 @@ class Session:
             self.settings = settings
         self.settings.check()
         iteration = self.iteration + 1
-        held = classes_to_hold(self.settings, self.outputs / CLASSES_FILE, clicks, self.bundle.card.n_classes)
+        n_classes = self.bundle.card.n_classes
+        held = classes_the_round_holds(self.settings, self.outputs / CLASSES_FILE, clicks, n_classes)
         with RasterSource(self.raster, self.bundle.card.input, self.pixel_size) as source:
             on_grid = source.grid.clicks_to_model(clicks)  # stored on raster pixels
             new = len(clicks) - self.weights.current.clicks  # since the round the model stands on
