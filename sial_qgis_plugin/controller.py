@@ -155,6 +155,14 @@ class SessionController(
         settings) rather than being refined by DISCA with the dock's."""
         return self.session is not None and getattr(self.session.settings, "KIND", "") == "sial"
 
+    def patch_score(self, sial: bool | None = None) -> str:
+        """How the queue ranks patches: in AC mode a click only corrects its neighbourhood, so a
+        rare class's errors count most (``class-weighted``); clicks that retrain rank by the
+        ``mean`` uncertainty (backend/predict/patch_scores.py). A change of mode ranks the queue
+        at the next update of the maps."""
+        sial = self.is_sial if sial is None else sial
+        return "mean" if sial or self.mode == "disca" else "class-weighted"
+
     @property
     def can_retrain(self) -> bool:
         return self.session is not None and (self.is_sial or self.mode == "disca")
@@ -218,7 +226,7 @@ class SessionController(
         if self.busy:
             self._update_pending = True
             return
-        params = self.session.prediction(self.acquisition, region=region)
+        params = self.session.prediction(self.acquisition, region=region, patch_score=self.patch_score())
         reference, names = self._reference_path(), [c.name for c in self.classes]
         self._run(
             description or ("Updating the maps" if region else "Predicting"),

@@ -128,6 +128,7 @@ class SessionLife:
         settings = self.sial_settings if classes is not None else self.settings
         label = self._unique_label(files.default_label(source, name, _now()))
         acquisition, reference = self.acquisition, self._reference_path()
+        patch_score = self.patch_score(sial=classes is not None)
         before, pixel_size = self.session_label(), self.pixel_size
 
         def work(monitor: Any) -> tuple[Any, Any, float | None]:
@@ -136,7 +137,9 @@ class SessionLife:
             session = create_session(path, source, model_dir, device, settings, classes, label, pixel_size)
             try:
                 names = [c.name for c in session.bundle.card.classes]
-                report, miou = predict_and_score(session.prediction(acquisition), reference, names, monitor)
+                report, miou = predict_and_score(
+                    session.prediction(acquisition, patch_score=patch_score), reference, names, monitor
+                )
             except BaseException:
                 session.close()
                 files.delete_session(path)  # a first prediction that did not finish leaves nothing

@@ -188,3 +188,13 @@ def sial_parameters(scene, tmp_path: Path, **settings):
     (tmp_path / "config.json").write_text(json.dumps(data))
     config = TrainingConfig.load(tmp_path / "config.json")
     return SialParameters(config, tmp_path / "out", iterations=2, image_size=128, device="cpu", **settings)
+
+
+def class_weighted_score(classes: np.ndarray, uncertainty: np.ndarray, window, n_classes: int) -> float:
+    """The patch score written from scratch: the window's mean uncertainty, each pixel weighted by
+    1 / (K · max(share of its class on the whole map, 1 %)), K the classes on the map."""
+    valid = ~np.isnan(uncertainty)
+    shares = np.bincount(classes[valid], minlength=n_classes) / valid.sum()
+    weights = 1.0 / (np.count_nonzero(shares) * np.maximum(shares, 0.01))
+    c, u, v = classes[window], uncertainty[window], valid[window]
+    return float((u[v] * weights[c[v]]).sum() / v.sum())

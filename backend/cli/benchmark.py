@@ -9,7 +9,7 @@ from pathlib import Path
 
 from ..errors import UserError
 from . import sial_protocol
-from .options import add_device, add_disca_options, add_pixel_size, disca_settings
+from .options import add_device, add_disca_options, add_patch_score, add_pixel_size, disca_settings
 from .terminal import monitor
 
 NAME = "benchmark"
@@ -51,6 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--patch-size", type=int, default=256, help="side of the visited patches (default 256)"
     )
+    add_patch_score(parser, None, "class-weighted with --mode ac, mean with --mode disca")
     parser.add_argument("--class-map", help='JSON re-coding the labels, e.g. \'{"0": 1, "1": 0}\'')
     parser.add_argument(
         "--adapt-statistics",
@@ -86,6 +87,7 @@ def run(args: argparse.Namespace) -> int:
         disca=disca_settings(args),
         pixel_size=args.pixel_size,
         adapt_statistics=args.adapt_statistics,
+        patch_score=args.patch_score,
     )
     result = run_benchmark(params, monitor("benchmark", args))
     steps = {s["clicks"]: s["miou"] for s in result["steps"]}

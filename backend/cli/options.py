@@ -27,6 +27,19 @@ def add_precision(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_patch_score(parser: argparse.ArgumentParser, default: str | None, default_says: str) -> None:
+    from ..predict.patch_scores import PATCH_SCORES
+
+    parser.add_argument(
+        "--patch-score",
+        choices=PATCH_SCORES,
+        default=default,
+        help="how patches are ranked: mean, the patch's mean uncertainty; class-weighted, each "
+        "pixel's weighed by how rare its class is on the map (for clicks that only correct, AC) "
+        f"(default: {default_says})",
+    )
+
+
 def add_disca_options(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("DISCA retraining")
     group.add_argument(

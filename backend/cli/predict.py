@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from .options import add_device, add_pixel_size, add_precision
+from .options import add_device, add_patch_score, add_pixel_size, add_precision
 from .terminal import monitor, print_report
 
 NAME = "predict"
@@ -41,6 +41,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--batch-size", type=int, help="tiles per forward pass (default: 1 on CPU, 16 on CUDA)"
     )
     parser.add_argument("--patch-size", type=int, help="side of the ranked patches (default: the tile size)")
+    add_patch_score(parser, "mean", "mean")
     parser.add_argument(
         "--cache",
         action="store_true",
@@ -71,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         batch_size=args.batch_size,
         patch_size=args.patch_size,
+        patch_score=args.patch_score,
         cache=args.cache,
         skip_outside_clicks=args.skip_outside_clicks,
         pixel_size=args.pixel_size,

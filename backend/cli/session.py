@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from .options import add_device, add_disca_options, add_pixel_size, disca_settings
+from .options import add_device, add_disca_options, add_patch_score, add_pixel_size, disca_settings
 from .terminal import monitor, print_report
 
 NAME = "session"
@@ -72,6 +72,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     predict = actions.add_parser("predict", help="update the maps (only touched tiles when possible)")
     predict.add_argument("session", type=Path)
     predict.add_argument("--acquisition", choices=ACQUISITIONS, default="entropy")
+    add_patch_score(predict, "mean", "mean")
     export = actions.add_parser("export", help="write the adapted model as a bundle")
     export.add_argument("session", type=Path)
     export.add_argument("--out", required=True, type=Path)
@@ -203,7 +204,7 @@ ACTIONS = {
     "undo": lambda session, args: print(session.undo()),
     "retrain": _retrain,
     "predict": lambda session, args: print_report(
-        session.predict(args.acquisition, monitor(args.action, args))
+        session.predict(args.acquisition, monitor(args.action, args), patch_score=args.patch_score)
     ),
     "export": lambda session, args: print(f"wrote {session.export_bundle(args.out)}"),
 }

@@ -19,7 +19,7 @@ from ..io.outputs import BLOCK, CLASSES_FILE, UNCERTAINTY_FILE, MapBlock, MapWri
 from ..io.raster import RasterInfo
 from ..io.tiling import patch_grid
 from ..model.card import ModelCard
-from ..predict.inference import PatchScores
+from ..predict.patch_scores import PatchScores
 from ..predict.window import Window
 
 HISTOGRAM_BINS = 1000
@@ -53,7 +53,7 @@ class BlockMaps:
         self.info = info if whole else block_info(info, window)
         self.writer = MapWriter(directory, self.info, card, threads=torch.get_num_threads())  # its share
         patches = patch_grid(self.info.width, self.info.height, patch_size)
-        self.scores = PatchScores(patches, patch_size, self.info.width)
+        self.scores = PatchScores(patches, patch_size, self.info.width, card.n_classes)
         self.histogram = np.zeros(HISTOGRAM_BINS, dtype=np.int64) if histogram else None
 
     def write(self, block: MapBlock) -> None:

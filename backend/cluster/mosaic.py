@@ -22,7 +22,7 @@ from ..io.outputs import CLASSES_FILE, PATCHES_FILE, UNCERTAINTY_FILE, PatchScor
 from ..io.styles import write_styles
 from ..io.tiling import patch_grid
 from ..model.card import ModelCard
-from ..predict.inference import PatchScores
+from ..predict.patch_scores import PatchScores
 from .planning import CLASSES_VRT, UNCERTAINTY_VRT, InputPlan
 from .tasks import STAGING_PREFIX
 
@@ -66,19 +66,21 @@ def merged_histogram(runs: Sequence[dict[str, Any]]) -> np.ndarray | None:
     return np.sum(found, axis=0) if found else None
 
 
-def merged_patches(plan: InputPlan, runs: dict[str, dict[str, Any]], patch_size: int) -> list[PatchScore]:
+def merged_patches(
+    plan: InputPlan, runs: dict[str, dict[str, Any]], patch_size: int, n_classes: int
+) -> list[PatchScore]:
     """The input's patch scores from its blocks' running sums (each patch lies in one block)."""
     info = plan.info
-    scores = PatchScores(patch_grid(info.width, info.height, patch_size), patch_size, info.width)
+    scores = PatchScores(patch_grid(info.width, info.height, patch_size), patch_size, info.width, n_classes)
     for task in plan.blocks:
-        sums = runs[task.label]["patch_sums"]
         row0, col0, row1, col1 = task.window
         local = patch_grid(col1 - col0, row1 - row0, patch_size)
+        block = PatchScores(local, patch_size, col1 - col0, n_classes)
+        block.load_json(runs[task.label]["patch_sums"])
         index = [
             ((row0 + p.row) // patch_size) * scores.per_row + (col0 + p.col) // patch_size for p in local
         ]
-        scores.total[index] += np.asarray(sums["total"], dtype=np.float64)
-        scores.count[index] += np.asarray(sums["count"], dtype=np.int64)
+        scores.merge(index, block)
     return [PatchScore(p, scores.score(p.index), scores.valid_fraction(p.index)) for p in scores.patches]
 
 
@@ -95,7 +97,7 @@ def write_input_mosaic(
     span = heatmap_range(merged_histogram(list(runs.values()))) if per_tile else (0.0, 1.0)
     write_styles(maps[CLASSES_VRT], maps[UNCERTAINTY_VRT], card.classes, span)
     ranked = write_patches(
-        staging / PATCHES_FILE, plan.info, merged_patches(plan, runs, patch_size), acquisition
+        staging / PATCHES_FILE, plan.info, merged_patches(plan, runs, patch_size, card.n_classes), acquisition
     )
     return {"patches_ranked": ranked, "heatmap_range": list(span)}
 

@@ -269,26 +269,6 @@ class PatchScore:
     valid_fraction: float
 
 
-def patch_scores_from_raster(uncertainty: Path, patch_size: int) -> tuple[RasterInfo, list[PatchScore]]:
-    """Mean uncertainty over the valid pixels of each patch of an existing uncertainty raster."""
-    from .raster import inspect_raster
-    from .tiling import patch_grid
-
-    info = inspect_raster(uncertainty)
-    scores = []
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", NotGeoreferencedWarning)
-        with rasterio.open(uncertainty) as dataset:
-            for patch in patch_grid(info.width, info.height, patch_size):
-                window = Window(patch.col, patch.row, patch.width, patch.height)
-                values = dataset.read(1, window=window, masked=True).astype(np.float64)
-                values = np.ma.masked_invalid(values)
-                valid = int(values.count())
-                score = float(values.mean()) if valid else None
-                scores.append(PatchScore(patch, score, valid / (patch.width * patch.height)))
-    return info, scores
-
-
 def rank_patches(scores: Sequence[PatchScore]) -> list[tuple[int, PatchScore]]:
     """(rank, patch) with rank 1 the most uncertain; patches without valid pixels are left out.
 

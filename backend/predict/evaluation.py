@@ -21,7 +21,8 @@ from ..io.outputs import CLASS_NODATA, MapBlock
 from ..io.raster import RasterSource
 from ..io.tiling import Patch, patch_grid
 from ..progress import Monitor
-from .inference import PatchScores, Predictor
+from .inference import Predictor
+from .patch_scores import PatchScores
 
 LABEL_NODATA = 255
 
@@ -127,7 +128,9 @@ def predict_in_memory(
     info = source.info
     size = patch_size or predictor.tile
     maps = ArrayMaps(info.height, info.width)
-    scores = PatchScores(patch_grid(info.width, info.height, size), size, info.width)
+    scores = PatchScores(
+        patch_grid(info.width, info.height, size), size, info.width, predictor.card.n_classes
+    )
     predictor.predict_raster(source, clicks, maps, scores, None, monitor)  # type: ignore[arg-type]
     return maps, scores
 

@@ -22,13 +22,14 @@ from ..io.cache import TileCache
 from ..io.clicks import Click, encode_clicks
 from ..io.outputs import CLASS_NODATA, MapBlock, MapWriter
 from ..io.raster import RasterSource
-from ..io.tiling import Patch, Tile, TileGrid
+from ..io.tiling import Tile, TileGrid
 from ..model.bundle import ModelBundle
 from ..model.network import fold_batchnorm, inference_dtype
 from ..progress import Monitor
 from ..system.runtime import default_batch_size, describe_device, resolve_device, synchronize
 from .blending import Accumulator
 from .held_classes import without_classes
+from .patch_scores import PatchScores
 from .uncertainty import Acquisition, run_network
 
 FINISH_ROWS = 128
@@ -37,53 +38,6 @@ FINISH_COLUMNS = 2048
 last step stay small whatever the raster's width."""
 LONG_RUN_SECONDS = 60.0
 """A whole-raster prediction projected to take longer than this announces its duration."""
-
-
-class PatchScores:
-    """Running sums of uncertainty and valid-pixel counts per patch."""
-
-    def __init__(self, patches: Sequence[Patch], patch_size: int, width: int):
-        self.patches = list(patches)
-        self.size = patch_size
-        self.per_row = -(-width // patch_size)
-        self.total = np.zeros(len(self.patches), dtype=np.float64)
-        self.count = np.zeros(len(self.patches), dtype=np.int64)
-
-    def add(self, block: MapBlock) -> None:
-        """Add a block whose left edge is a patch boundary (it may span several patches)."""
-        assert block.col % self.size == 0, "blocks must start on a patch boundary"
-        height, width = block.valid.shape
-        values = np.where(block.valid, block.uncertainty, 0.0).astype(np.float64)
-        starts = np.arange(0, width, self.size)
-        row = block.row
-        while row < block.row + height:
-            patch_row = row // self.size
-            end = min((patch_row + 1) * self.size, block.row + height)
-            segment = slice(row - block.row, end - block.row)
-            first = patch_row * self.per_row + block.col // self.size
-            sums = np.add.reduceat(values[segment].sum(axis=0), starts)
-            counts = np.add.reduceat(block.valid[segment].sum(axis=0), starts)
-            self.total[first : first + len(starts)] += sums
-            self.count[first : first + len(starts)] += counts
-            row = end
-
-    def reset(self, indices: Sequence[int]) -> None:
-        self.total[list(indices)] = 0.0
-        self.count[list(indices)] = 0
-
-    def score(self, index: int) -> float | None:
-        return float(self.total[index] / self.count[index]) if self.count[index] else None
-
-    def valid_fraction(self, index: int) -> float:
-        p = self.patches[index]
-        return float(self.count[index]) / (p.width * p.height)
-
-    def as_json(self) -> dict[str, list[float]]:
-        return {"total": self.total.tolist(), "count": self.count.tolist()}
-
-    def load_json(self, data: dict[str, list[float]]) -> None:
-        self.total = np.asarray(data["total"], dtype=np.float64)
-        self.count = np.asarray(data["count"], dtype=np.int64)
 
 
 class Predictor:

@@ -29,7 +29,6 @@ from ..io.outputs import (
     MapUpdater,
     MapWriter,
     OutputStaging,
-    PatchScore,
     finish_maps,
     write_patches,
 )
@@ -41,7 +40,8 @@ from ..model.bundle import ModelBundle, load_bundle
 from ..progress import Monitor
 from ..system.diskspace import disk_full_error, is_disk_full
 from ..system.runtime import Timings, peak_rss_mb
-from .inference import PatchScores, Predictor
+from .inference import Predictor
+from .patch_scores import PatchScores
 from .planning import MAIN_FILES, RunPlan
 from .reuse import CACHE_DIR, cache_key, reusable_cache
 from .uncertainty import ACQUISITIONS, Acquisition
@@ -76,6 +76,9 @@ class PredictParameters:
     """``auto``: bfloat16 on a CPU that computes it natively, float16 on a GPU; ``fp32``: float32."""
     held_classes: tuple[int, ...] = ()
     """Classes kept off the map: those a session's last round held (:mod:`.held_classes`)."""
+    patch_score: str = "mean"
+    """How the patches are ranked (:data:`.patch_scores.PATCH_SCORES`): ``class-weighted`` where
+    clicks only correct (AC), the ``mean`` uncertainty where they also retrain."""
 
 
 @dataclass
@@ -148,7 +151,8 @@ def _predict(
         plan.check_full_run(monitor)
     grid = TileGrid(info.width, info.height, predictor.tile, predictor.overlap)
     patch_size = params.patch_size or predictor.tile
-    scores = PatchScores(patch_grid(info.width, info.height, patch_size), patch_size, info.width)
+    patches = patch_grid(info.width, info.height, patch_size)
+    scores = PatchScores(patches, patch_size, info.width, card.n_classes, params.patch_score)
     key = cache_key(params, bundle, source, predictor, patch_size)
     if predictor.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(predictor.device)
@@ -172,6 +176,7 @@ def _predict(
             "mode": mode,
             "clicks": {"used": len(clicks), "outside": len(outside)},
             "patches_ranked": ranked,
+            "patch_score": params.patch_score,
         }
         if predictor.device.type == "cuda":
             run["peak_gpu_memory_mib"] = round(torch.cuda.max_memory_allocated(predictor.device) / 2**20, 1)
@@ -282,10 +287,7 @@ def _finish(job: _Job, card: Any, acquisition: Acquisition) -> int:
         tags = {"model": card.name, "acquisition": acquisition.name}
         finish_maps(job.staging.path, card, tags, fixed_range=not acquisition.per_tile, changed=job.changed)
     with job.timings.stage("patches"):
-        scores = job.scores
-        patch_scores = [
-            PatchScore(p, scores.score(p.index), scores.valid_fraction(p.index)) for p in scores.patches
-        ]
+        patch_scores = job.scores.patch_scores()
         return write_patches(job.staging.file(PATCHES_FILE), job.source.info, patch_scores, acquisition.name)
 
 

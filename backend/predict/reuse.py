@@ -19,6 +19,7 @@ from ..io.raster import RasterSource
 from ..io.tiling import Tile, TileGrid
 from ..model.bundle import ModelBundle
 from .inference import Predictor
+from .patch_scores import PATCH_SUMS
 
 CACHE_DIR = ".sial-cache"
 """The per-tile cache inside the output folder: a name this program owns (it never touches a
@@ -45,6 +46,7 @@ def cache_key(
         "device": predictor.device.type,
         "precision": predictor.precision,
         "held_classes": list(predictor.held_classes),
+        "patch_sums": PATCH_SUMS,
         "normalization": source.scaling.description,
         "engine": __version__,
     }

@@ -21,7 +21,8 @@ from ..io.tiling import Patch, Tile, TileGrid, context_window
 from ..progress import Monitor
 from ..system.runtime import synchronize
 from .blending import Accumulator
-from .inference import FINISH_ROWS, PatchScores, Predictor
+from .inference import FINISH_ROWS, Predictor
+from .patch_scores import PatchScores
 
 REGION_MARGIN = 128
 """Context (px) read around a region predicted in one piece (:func:`predict_region`):

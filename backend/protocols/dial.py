@@ -2,7 +2,8 @@
 
 1. Predict the raster without clicks and rank the patches (a non-overlapping grid) by the
    chosen order. ``random`` shuffles them with the seed; the others rank by that acquisition
-   function's mean uncertainty.
+   function's uncertainty, as the dock ranks in that mode (predict/patch_scores.py): weighted
+   by class rarity for ``ac``, the mean for ``disca``.
 2. Visit the patches in that order. The annotator clicks once per patch: at the centre of the
    patch's largest error, with the true class. A patch without errors gets no click.
 3. After each click, update the maps and rank the unvisited patches again:
@@ -39,7 +40,8 @@ from ..learn.disca import Disca, DiscaSettings, RetrainReport, anchor_from
 from ..model.bundle import ModelBundle, load_bundle
 from ..predict.evaluation import ArrayMaps, Scores, check_labels_grid, read_labels, score
 from ..predict.held_classes import classes_to_hold
-from ..predict.inference import PatchScores, Predictor
+from ..predict.inference import Predictor
+from ..predict.patch_scores import PATCH_SCORES, PatchScores
 from ..predict.uncertainty import Acquisition
 from ..predict.updates import update_tiles
 from ..progress import Monitor
@@ -72,6 +74,11 @@ class BenchmarkParameters:
     disca: DiscaSettings = field(default_factory=DiscaSettings)
     pixel_size: float | None = None  # the raster's, when it has no CRS (io/grid.py)
     adapt_statistics: bool = False  # AdaBN on the raster before anything (learn/adabn.py)
+    patch_score: str | None = None  # PATCH_SCORES; None: the mode's (ac: class-weighted, disca: mean)
+
+    @property
+    def patch_rule(self) -> str:
+        return self.patch_score or ("class-weighted" if self.mode == "ac" else "mean")
 
     def check(self) -> None:
         if self.mode not in MODES:
@@ -80,6 +87,8 @@ class BenchmarkParameters:
             raise UserError(f"order must be one of {', '.join(ORDERS)}, not {self.order}")
         if self.clicks < 1:
             raise UserError(f"--clicks must be at least 1, not {self.clicks}")
+        if self.patch_score is not None and self.patch_score not in PATCH_SCORES:
+            raise UserError(f"--patch-score must be one of {', '.join(PATCH_SCORES)}, not {self.patch_score}")
 
 
 class PatchQueue:
@@ -158,6 +167,7 @@ def run_benchmark(params: BenchmarkParameters, monitor: Monitor | None = None) -
         "model": {"name": card.name, "sha256": card.weights_sha256},
         "mode": params.mode,
         "order": params.order,
+        "patch_score": params.patch_rule,
         "clicks_requested": params.clicks,
         "patch_size": params.patch_size,
         "seed": params.seed,
@@ -200,7 +210,7 @@ class _Annotation:
         )
         self.grid = TileGrid(info.width, info.height, self.predictor.tile, self.predictor.overlap)
         self.patches = patch_grid(info.width, info.height, params.patch_size)
-        self.patch_size = params.patch_size
+        self.patch_size, self.patch_rule = params.patch_size, params.patch_rule
         self.cache = TileCache.create(
             scratch / "cache", len(self.grid), self.predictor.channels, self.predictor.tile, {}
         )
@@ -210,7 +220,9 @@ class _Annotation:
     def predict_all(self) -> None:
         info = self.source.info
         self.maps = ArrayMaps(info.height, info.width)
-        self.scores = PatchScores(self.patches, self.patch_size, info.width)
+        self.scores = PatchScores(
+            self.patches, self.patch_size, info.width, self.card.n_classes, self.patch_rule
+        )
         # The per-tile cache serves AC's incremental updates; DISCA re-predicts everything.
         cache = self.cache if self.disca is None else None
         self.predictor.predict_raster(self.source, self.clicks, self.maps, self.scores, cache)  # type: ignore[arg-type]

@@ -172,10 +172,19 @@ class RankAlgorithm(EngineAlgorithm):
         return "Rank patches by uncertainty"
 
     def shortHelpString(self) -> str:  # noqa: N802 - QGIS API
-        return "Scores each patch of a grid by the mean uncertainty over its valid pixels; rank 1 first."
+        return (
+            "Scores each patch of a grid by the mean uncertainty over its valid pixels; rank 1 first. "
+            "With the class map of the same prediction, each pixel weighs by how rare its class is on "
+            "the map, as the dock ranks its queue in AC mode."
+        )
 
     def initAlgorithm(self, config=None) -> None:  # noqa: N802 - QGIS API
         self.addParameter(QgsProcessingParameterRasterLayer("INPUT", "Uncertainty raster"))
+        self.addParameter(
+            QgsProcessingParameterRasterLayer(
+                "CLASSES", "Class map of the same prediction (weighs rare classes more)", optional=True
+            )
+        )
         self.addParameter(
             QgsProcessingParameterNumber(
                 "PATCH_SIZE",
@@ -192,11 +201,14 @@ class RankAlgorithm(EngineAlgorithm):
         )
 
     def processAlgorithm(self, parameters, context, feedback):  # noqa: N802 - QGIS API
-        from backend.io.outputs import patch_scores_from_raster, write_patches
+        from backend.io.outputs import write_patches
+        from backend.predict.patch_scores import scores_of_maps
 
         raster = self.parameterAsRasterLayer(parameters, "INPUT", context)
+        classes = self.parameterAsRasterLayer(parameters, "CLASSES", context)
         size = self.parameterAsInt(parameters, "PATCH_SIZE", context)
-        info, scores = _engine(patch_scores_from_raster, Path(raster.source()), size)
+        class_map = Path(classes.source()) if classes else None
+        info, scores = _engine(scores_of_maps, Path(raster.source()), size, class_map)
         path = Path(tempfile.mkdtemp(prefix="sial-rank-")) / "patches.gpkg"
         write_patches(path, info, scores, "given")
         patches = QgsVectorLayer(f"{path}|layername=patches", "patches", "ogr")

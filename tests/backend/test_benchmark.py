@@ -40,6 +40,31 @@ def test_ac_run_follows_the_contract_and_clicks_carry_the_true_class(scene, fast
     assert (tmp_path / "ac" / "clicks.gpkg").is_file()
 
 
+def test_each_mode_visits_first_the_patch_the_dock_ranks_first_in_that_mode(scene, fast_model, tmp_path):
+    """AC ranks by class-weighted uncertainty and DISCA by the mean, as the dock does; each
+    begins at the patch that ``predict --patch-score`` of that rule ranks first (64-px patches:
+    on this scene the two rules rank different patches first)."""
+    from osgeo import ogr
+
+    from backend.predict.job import PredictParameters, run_predict
+
+    settings, firsts = DiscaSettings(steps=1, crop=128), []
+    for mode, rule in (("ac", "class-weighted"), ("disca", "mean")):
+        result = bench(scene, fast_model, tmp_path / mode, mode=mode, clicks=1, disca=settings, patch_size=64)
+        assert result["patch_score"] == rule
+        out = tmp_path / f"predict-{rule}"
+        run_predict(
+            PredictParameters(scene.image, out, fast_model, device="cpu", patch_size=64, patch_score=rule)
+        )
+        source = ogr.Open(str(out / "patches.gpkg"))
+        first = next(f["patch_id"] for f in source.GetLayerByName("patches") if f["rank"] == 1)
+        assert result["steps"][0]["patch"] == first
+        firsts.append(first)
+    assert firsts[0] != firsts[1]
+    chosen = bench(scene, fast_model, tmp_path / "ac-mean", clicks=1, patch_score="mean")
+    assert chosen["patch_score"] == "mean"
+
+
 def test_random_order_is_reproducible_with_the_seed(scene, fast_model, tmp_path):
     a = bench(scene, fast_model, tmp_path / "a", order="random", seed=4, clicks=4)
     b = bench(scene, fast_model, tmp_path / "b", order="random", seed=4, clicks=4)
@@ -51,7 +76,7 @@ def test_random_order_is_reproducible_with_the_seed(scene, fast_model, tmp_path)
 def test_disca_run_retrains_after_every_click(scene, fast_model, tmp_path):
     settings = DiscaSettings(steps=2, learning_rate=0.01, crop=128)
     result = bench(scene, fast_model, tmp_path / "disca", mode="disca", clicks=2, disca=settings)
-    assert result["mode"] == "disca" and len(result["steps"]) == 2
+    assert result["mode"] == "disca" and len(result["steps"]) == 2 and result["patch_score"] == "mean"
     assert all(s["retrain_seconds"] > 0 for s in result["steps"])
     assert result["disca"]["steps"] == 2
     clicked = set()

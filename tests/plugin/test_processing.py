@@ -1,5 +1,8 @@
 """The Processing algorithms, through processing.run as batch runs, models and scripts use them."""
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 from qgis.core import (
     QgsApplication,
@@ -11,6 +14,9 @@ from qgis.core import (
     QgsVectorLayer,
 )
 from qgis.PyQt.QtCore import QVariant
+
+from backend.model.bundle import load_bundle
+from tests.helpers import class_weighted_score, read_band
 
 
 @pytest.fixture(scope="module")
@@ -50,14 +56,28 @@ def test_predict_and_rank(provider, scene, small_tile_model, tmp_path):
     patches = QgsVectorLayer(result["OUTPUT_PATCHES"], "patches", "ogr")
     assert patches.featureCount() == 9 and "rank" in patches.fields().names()
 
-    ranked = processing.run(
+    plain = processing.run(
         "sial:rank", {"INPUT": result["OUTPUT_UNCERTAINTY"], "PATCH_SIZE": 128, "OUTPUT": "memory:"}
-    )["OUTPUT"]
-    scores = sorted((f["rank"], f["score"]) for f in ranked.getFeatures())
-    assert [r for r, _ in scores] == list(range(1, 10))
-    original = sorted((f["rank"], f["score"]) for f in patches.getFeatures())
-    assert [r for r, _ in original] == [r for r, _ in scores]
-    assert [s for _, s in scores] == pytest.approx([s for _, s in original])  # same ranking as the engine's
+    )["OUTPUT"]  # no class map: the mean uncertainty of each patch, as Predict ranks them
+    scores = sorted((f["patch_id"], f["rank"], f["score"]) for f in plain.getFeatures())
+    assert sorted(r for _, r, _ in scores) == list(range(1, 10))
+    original = sorted((f["patch_id"], f["rank"], f["score"]) for f in patches.getFeatures())
+    assert [r for _, r, _ in original] == [r for _, r, _ in scores]  # the engine's ranking
+    assert [s for _, _, s in scores] == pytest.approx([s for _, _, s in original])
+
+    weighted = processing.run(
+        "sial:rank",
+        {"INPUT": result["OUTPUT_UNCERTAINTY"], "CLASSES": result["OUTPUT_CLASSES"], "PATCH_SIZE": 128,
+         "OUTPUT": "memory:"},
+    )["OUTPUT"]  # fmt: skip
+    u, labels = read_band(Path(result["OUTPUT_UNCERTAINTY"])), read_band(Path(result["OUTPUT_CLASSES"]))
+    n_classes = load_bundle(small_tile_model).card.n_classes
+    for feature in weighted.getFeatures():
+        window = np.s_[feature["row"] : feature["row"] + 128, feature["col"] : feature["col"] + 128]
+        assert feature["score"] == pytest.approx(class_weighted_score(labels, u, window, n_classes), rel=1e-5)
+    assert {f["patch_id"]: f["score"] for f in plain.getFeatures()} != pytest.approx(
+        {f["patch_id"]: f["score"] for f in weighted.getFeatures()}
+    )
 
 
 def test_refine_with_memory_layer_clicks_and_keep_the_adapted_model(

@@ -1,5 +1,6 @@
 """The dock, the click tool (real mouse events on a real canvas), layers and background tasks."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,8 @@ def test_the_dock_starts_a_session_with_styled_grouped_layers(
     ]
     assert layers.uncertainty.renderer().type() == "singlebandpseudocolor"
     assert layers.uncertainty.renderer().opacity() == pytest.approx(0.6)
+    ranked_by = json.loads((controller.session.outputs / "run.json").read_text())["patch_score"]
+    assert ranked_by == "class-weighted"  # AC mode: a click corrects only where it is
     assert layers.patches.labelsEnabled() and layers.patches.labeling().settings().fieldName == "rank"
     assert layers.patches.featureCount() == 9  # 128-px patches over 384²
     assert layers.clicks.renderer().type() == "categorizedSymbol"
@@ -188,6 +191,8 @@ def test_retrain_then_visible_extent_first_then_everything(qgis_canvas, started)
     info = controller.session.info
     controller.add_click(_map_point(info, 40, 40), qgis_canvas.mapSettings().destinationCrs())
     wait_until_idle(controller)
+    ranked_by = json.loads((controller.session.outputs / "run.json").read_text())["patch_score"]
+    assert ranked_by == "mean"  # clicks that retrain: the queue by the mean uncertainty
     x0, y0 = info.map_transform * (0, 0)
     x1, y1 = info.map_transform * (128, 128)
     from qgis.core import QgsRectangle
