@@ -35,7 +35,8 @@ def add_patch_score(parser: argparse.ArgumentParser, default: str | None, defaul
         choices=PATCH_SCORES,
         default=default,
         help="how patches are ranked: mean, the patch's mean uncertainty; class-weighted, each "
-        "pixel's weighed by how rare its class is on the map (for clicks that only correct, AC) "
+        "pixel's uncertainty weighted by how rare its class is on the map (for clicks that only "
+        "correct, AC) "
         f"(default: {default_says})",
     )
 

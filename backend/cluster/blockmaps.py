@@ -69,8 +69,7 @@ class BlockMaps:
         self.writer.close()
 
     def patch_scores(self) -> list[PatchScore]:
-        s = self.scores
-        return [PatchScore(p, s.score(p.index), s.valid_fraction(p.index)) for p in s.patches]
+        return self.scores.patch_scores()
 
 
 def to_cog(directory: Path) -> None:

@@ -81,7 +81,7 @@ def merged_patches(
             ((row0 + p.row) // patch_size) * scores.per_row + (col0 + p.col) // patch_size for p in local
         ]
         scores.merge(index, block)
-    return [PatchScore(p, scores.score(p.index), scores.valid_fraction(p.index)) for p in scores.patches]
+    return scores.patch_scores()
 
 
 def write_input_mosaic(
