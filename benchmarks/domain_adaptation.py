@@ -63,6 +63,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     add_disca_steps(parser)
     parser.add_argument("--disca-lr", type=float, help="DISCA learning rate (default: the engine's)")
     parser.add_argument("--anchor-weight", type=float, help="DISCA's λ (default: its own)")
+    parser.add_argument(
+        "--weight-average", type=float, help="DISCA's rounds' weight average β (default: its own; 0: none)"
+    )
     parser.add_argument("--modes", default="disca,ac", help="comma-separated: disca, ac")
     parser.add_argument(
         "--no-spread", action="store_true", help="learn each click's pixel alone, not its superpixel"
@@ -191,6 +194,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             for k, v in (
                 ("learning_rate", args.disca_lr),
                 ("anchor_weight", args.anchor_weight),
+                ("weight_average", args.weight_average),
                 ("steps", args.disca_steps),
             )
             if v is not None

@@ -78,6 +78,13 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
             "The optimiser's step size (SGD with momentum 0.9); larger learns faster and forgets more."
         )
         form.addRow("Learning rate", self.learning_rate)
+        self.weight_average = QDoubleSpinBox(decimals=2, minimum=0.0, maximum=0.95, singleStep=0.1)
+        self.weight_average.setToolTip(
+            "β: the map comes from the rounds' weights averaged (β × the previous average + (1 − β) "
+            "× the new round's), so one round's swing on a few clicks moves it less; training "
+            "carries on from each round's own weights. 0: each round's own weights."
+        )
+        form.addRow("Rounds' weight average (β)", self.weight_average)
         self.click_loss = QComboBox()
         self.click_loss.addItem("Cross-entropy (DIAL)", "ce")
         self.click_loss.addItem("Error-weighted Dice (SIAL)", "ewdl")
@@ -102,11 +109,12 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
         self.hold_classes = QCheckBox("Keep classes nobody clicked off the map")
         self.hold_classes.setToolTip(
             "After a round, a class that no click names and that the map before it did not show "
+            "(or showed on under 0.1 % of it) "
             "stays off the map (rounds otherwise scatter a few pixels of it far from any click). "
             "One click of the class lets it back."
         )
         form.addRow(self.hold_classes)
-        for widget in (self.anchor, self.steps, self.learning_rate, self.class_balance):
+        for widget in (self.anchor, self.steps, self.learning_rate, self.weight_average, self.class_balance):
             widget.valueChanged.connect(self.apply_disca_settings)
         self.click_loss.currentIndexChanged.connect(self.apply_disca_settings)
         self.spread.toggled.connect(self.apply_disca_settings)
@@ -155,6 +163,7 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
             anchor_weight=self.anchor.value(),
             steps=self.steps.value() or None,
             learning_rate=self.learning_rate.value(),
+            weight_average=self.weight_average.value(),
             click_loss=self.click_loss.currentData(),
             class_balance=self.class_balance.value(),
             spread=self.spread.isChecked(),
@@ -163,8 +172,8 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
 
     def _disca_widgets(self) -> tuple[Any, ...]:
         return (
-            self.anchor, self.steps, self.learning_rate, self.click_loss, self.class_balance, self.spread,
-            self.hold_classes,
+            self.anchor, self.steps, self.learning_rate, self.weight_average, self.click_loss,
+            self.class_balance, self.spread, self.hold_classes,
         )  # fmt: skip
 
     def _apply_sial_settings(self) -> None:
@@ -184,6 +193,7 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
         self.anchor.setValue(settings.anchor_weight)
         self.steps.setValue(settings.steps or 0)
         self.learning_rate.setValue(settings.learning_rate)
+        self.weight_average.setValue(settings.weight_average)
         self.click_loss.setCurrentIndex(max(self.click_loss.findData(settings.click_loss), 0))
         for widget in widgets:
             widget.blockSignals(False)

@@ -104,7 +104,7 @@ class SegmentationDock(QgsDockWidget):
         self.sial_steps, self.sial_superpixels = panel.sial_steps, panel.sial_superpixels
         self.click_loss, self.sial_prior, self.reference = panel.click_loss, panel.sial_prior, panel.reference
         self.disca_spread, self.class_balance = panel.spread, panel.class_balance
-        self.hold_classes = panel.hold_classes
+        self.hold_classes, self.weight_average = panel.hold_classes, panel.weight_average
         layout.addWidget(QLabel("History"))
         layout.addWidget(self._history_table())
         layout.addLayout(self._progress_row())

@@ -48,7 +48,7 @@ def add_disca_options(parser: argparse.ArgumentParser) -> None:
         type=int,
         help="SGD steps per round (default: 10 after fewer than 5 new clicks, 5 after a batch of 5 or more)",
     )
-    group.add_argument("--disca-lr", type=float, help="learning rate")
+    group.add_argument("--disca-lr", type=float, help="learning rate (default 2e-4)")
     group.add_argument(
         "--anchor-weight",
         type=float,
@@ -81,7 +81,16 @@ def add_disca_options(parser: argparse.ArgumentParser) -> None:
         "--hold-classes",
         action=argparse.BooleanOptionalAction,
         help="after a round, keep off the map the classes no click names and the map before it "
-        "lacked (the default), or --no-hold-classes. A session keeps its last round's",
+        "lacked or had on under 0.1 %% of its pixels (the default), or --no-hold-classes. A "
+        "session keeps its last round's",
+    )
+    group.add_argument(
+        "--weight-average",
+        type=float,
+        metavar="BETA",
+        help="the map comes from the rounds' weights averaged, BETA × the previous average + "
+        "(1 − BETA) × the round's own, while training continues from the round's own (default "
+        "0.5; 0: each round's own weights, as before). A session keeps its last round's",
     )
 
 
@@ -99,6 +108,7 @@ def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
         "guard": getattr(args, "guard", None),
         "spread": getattr(args, "spread", None),
         "hold_classes": getattr(args, "hold_classes", None),
+        "weight_average": getattr(args, "weight_average", None),
     }
     return replace(settings, **{k: v for k, v in changes.items() if v is not None})
 

@@ -14,7 +14,8 @@ a click's class also covers its SLIC superpixel, without the sieve: a click corr
 so the model must not decide where the correction stops. The click channels of a crop are
 zeroed at random, so the network does not lean on them alone. BatchNorm statistics and affine
 parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast where the hardware has
-it. After the round the guard (:mod:`.round_check`) may roll it back.
+it. After the round the guard (:mod:`.round_check`) may roll it back; a kept round's weights are
+averaged with the earlier rounds' (:mod:`.weight_average`).
 """
 
 from __future__ import annotations
@@ -34,9 +35,11 @@ from ..io.raster import RasterSource
 from ..model.card import ModelCard
 from ..model.network import autocast, bfloat16_if_supported, freeze_batchnorm, softmax_probabilities
 from ..progress import Monitor
+from .click_crops import clicks_in, crop_origins
 from .losses import anchor_l1, click_cross_entropy, error_weighted_dice
 from .round_check import CHECK_CROPS, RoundCheck, Verdict, far_origins, judge_round
 from .superpixels import ExpansionSettings, SuperpixelCache, expand_clicks
+from .weight_average import WeightAverage, copy_state
 
 CLICK_LOSSES = ("ce", "ewdl")
 ANCHOR_BATCH = 16  # crops per forward pass when the anchors p₀ of new crops are computed
@@ -52,7 +55,7 @@ class DiscaSettings:
     FEW_CLICKS_CROP: ClassVar[int] = 256  # training crops' side after fewer than BATCH_CLICKS new clicks
     BATCH_CROP: ClassVar[int] = 128  # and after a batch: the dock's round, 2.4 times sooner
     steps: int | None = None  # SGD steps per round; None: by the round's new clicks (steps_for)
-    learning_rate: float = 1e-4  # tuned on Dubai tile 2 with the bundled model (BENCHMARKS.md)
+    learning_rate: float = 2e-4  # with the weight average; chosen over six cases (BENCHMARKS.md)
     momentum: float = 0.9
     anchor_weight: float = 3.0  # λ
     click_loss: str = "ce"  # "ce" (DIAL) or "ewdl" (SIAL, error weight below)
@@ -67,12 +70,13 @@ class DiscaSettings:
     class_balance: float = 0.5  # a class's clicked pixels weigh (their number) ** -this (BENCHMARKS.md)
     spread: bool = True  # each click's class also labels its SLIC superpixel (BENCHMARKS.md)
     hold_classes: bool = True  # classes no click names stay off a map that lacks them (held_classes)
+    weight_average: float = 0.5  # β: the map from the rounds' weights averaged (weight_average.py)
 
     @classmethod
     def dial(cls) -> DiscaSettings:
         """DIAL's published settings: 10 SGD steps at 2e-6, λ = 1, the clicks alone, averaged."""
         return cls(steps=10, learning_rate=2e-6, momentum=0.0, anchor_weight=1.0, class_balance=0.0,
-                   spread=False, hold_classes=False)  # fmt: skip
+                   spread=False, hold_classes=False, weight_average=0.0)  # fmt: skip
 
     def steps_for(self, new_clicks: int, total_clicks: int | None = None) -> int:
         """The round's steps (BENCHMARKS.md, *Steps by the round's new clicks*): 10 after a single
@@ -100,6 +104,8 @@ class DiscaSettings:
             raise UserError(f"the DISCA crop must be a multiple of 32, not {self.crop}")
         if not 1 <= self.max_crops <= self.replay:
             raise UserError("DISCA needs 1 ≤ crops per step ≤ crops kept for replay")
+        if not 0 <= self.weight_average < 1:
+            raise UserError(f"the rounds' weight average must be ≥ 0 and < 1, not {self.weight_average}")
 
 
 @dataclass
@@ -142,31 +148,6 @@ def anchor_from(network: nn.Module) -> AnchorFunction:
     return predict
 
 
-def crop_origins(
-    clicks: Sequence[Click], height: int, width: int, size: int, limit: int
-) -> list[tuple[int, int]]:
-    """Crops centred on clicks, newest first, shifted inside the raster; a click already well
-    inside a crop (a quarter of the crop from its edges, raster borders excepted) gets none."""
-    origins: list[tuple[int, int]] = []
-    margin = size // 4
-
-    def covers(row: int, col: int, click: Click) -> bool:
-        top = 0 if row == 0 else margin
-        left = 0 if col == 0 else margin
-        bottom = 0 if row + size >= height else margin
-        right = 0 if col + size >= width else margin
-        return row + top <= click.row < row + size - bottom and col + left <= click.col < col + size - right
-
-    for click in reversed(clicks):
-        if len(origins) >= limit:
-            break
-        if not any(covers(r, c, click) for r, c in origins):
-            row = min(max(click.row - size // 2, 0), max(height - size, 0))
-            col = min(max(click.col - size // 2, 0), max(width - size, 0))
-            origins.append((row, col))
-    return origins
-
-
 class Disca:
     """Retrains ``network`` in place on clicks; ``anchor`` gives the initial prediction p₀."""
 
@@ -185,6 +166,7 @@ class Disca:
         self._size = self.settings.crop_for(self.settings.BATCH_CLICKS)  # the round's crop side
         self._superpixels: dict[str, SuperpixelCache] = {}
         self.rounds = 0
+        self.average = WeightAverage(self.settings.weight_average)  # the rounds' own weights
         self._clicks_seen = 0  # the clicks of the last round: the next round's new ones follow
 
     def _batch(
@@ -291,7 +273,9 @@ class Disca:
     ) -> RetrainReport:
         """One round: SGD steps on crops around ``clicks`` (newest last), their number and side
         by ``settings.steps_for`` / ``crop_for`` the clicks added since the model's last round
-        (``new_clicks``; by default, those since this object's last round) and all the clicks."""
+        (``new_clicks``; by default, those since this object's last round) and all the clicks.
+        SGD continues from the last round's own weights; the network ends holding their average
+        with the earlier rounds' (:mod:`.weight_average`), or, rolled back, the weights before."""
         monitor = monitor or Monitor()
         settings = self.settings
         started = time.perf_counter()
@@ -301,13 +285,44 @@ class Disca:
         steps = settings.steps_for(max(new, 1), len(clicks))
         self._size = settings.crop_for(max(new, 1))
         x, valid, p0, index, classes = self._batch(source, clicks)
-        target_index, target_classes = self._spread(source, clicks, index, classes)
+        target = self._spread(source, clicks, index, classes)
         generator = torch.Generator().manual_seed(settings.seed * 7919 + self.rounds)
         held = self._held_crops(source, clicks, generator) or (x[:0], valid[:0], p0[:0])
         probe = self._probe(source, clicks, x, index, classes, generator)
-        before = self._probe_classes(probe)
-        saved = {k: v.clone() for k, v in self.network.state_dict().items()} if settings.guard else None
-        network = self.network
+        self.average.beta = settings.weight_average
+        shown = self.average.before_round(self.network)
+        try:
+            before = self._probe_classes(probe)
+            saved = copy_state(self.network) if settings.guard else None
+            report = RetrainReport(steps, x.shape[0], len(clicks), 0.0)
+            self._sgd(report, (x, valid, p0), held, target, generator, monitor)
+        except BaseException:
+            if shown is not None:
+                self.network.load_state_dict(shown)
+            raise
+        self.rounds += 1
+        self._clicks_seen = len(clicks)
+        report.check = RoundCheck.of_samples(before, self._probe_classes(probe), *probe[1:])
+        if saved is not None:
+            report.verdict = judge_round(report.check, [c.name for c in self.card.classes])
+            if not report.verdict.kept:
+                self.network.load_state_dict(saved)
+        self.average.after_round(self.network, shown, report.kept)
+        report.seconds = time.perf_counter() - started
+        return report
+
+    def _sgd(
+        self,
+        report: RetrainReport,
+        crops: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        held: tuple[torch.Tensor, torch.Tensor, torch.Tensor],
+        target: tuple[torch.Tensor, torch.Tensor],
+        generator: torch.Generator,
+        monitor: Monitor,
+    ) -> None:
+        """The round's SGD steps on the click crops (inputs, validity, p₀), the ``held`` crops
+        (the anchor term's alone) and the click term's ``target`` pixels and classes."""
+        settings, network, (x, valid, p0) = self.settings, self.network, crops
         network.train()
         for parameter in network.parameters():
             parameter.requires_grad_(True)
@@ -315,14 +330,13 @@ class Disca:
         parameters = [p for p in network.parameters() if p.requires_grad]
         optimizer = torch.optim.SGD(parameters, lr=settings.learning_rate, momentum=settings.momentum)
         dtype = bfloat16_if_supported(self.device)
-        report = RetrainReport(steps, x.shape[0], len(clicks), 0.0)
         try:
-            for step in range(steps):
+            for step in range(report.steps):
                 monitor.check()
                 chosen = self._pick(x.shape[0], generator)
                 inputs = torch.cat([x[chosen], held[0]])
                 step_valid, step_p0 = torch.cat([valid[chosen], held[1]]), torch.cat([p0[chosen], held[2]])
-                step_index, step_classes = _clicks_in(chosen, target_index, target_classes, x.shape[0])
+                step_index, step_classes = clicks_in(chosen, *target, x.shape[0])
                 if self.card.clicks.enabled and settings.drop_clicks > 0:
                     drop = torch.rand(inputs.shape[0], generator=generator) < settings.drop_clicks
                     if drop.any():
@@ -345,20 +359,11 @@ class Disca:
                 report.losses.append(loss.item())
                 report.click_losses.append(click_term.item())
                 report.anchor_losses.append(anchor_term.item())
-                monitor.report((step + 1) / steps, f"retraining step {step + 1}/{steps}")
+                monitor.report((step + 1) / report.steps, f"retraining step {step + 1}/{report.steps}")
         finally:
             network.eval()
             for parameter in network.parameters():
                 parameter.requires_grad_(False)
-        self.rounds += 1
-        self._clicks_seen = len(clicks)
-        report.check = RoundCheck.of_samples(before, self._probe_classes(probe), *probe[1:])
-        if saved is not None:
-            report.verdict = judge_round(report.check, [c.name for c in self.card.classes])
-            if not report.verdict.kept:
-                self.network.load_state_dict(saved)
-        report.seconds = time.perf_counter() - started
-        return report
 
     def _probe(
         self,
@@ -386,15 +391,3 @@ class Disca:
             autocast(self.device.type, dtype),
         ):
             return self.network(probe[0]).argmax(dim=1)
-
-
-def _clicks_in(
-    chosen: torch.Tensor, index: torch.Tensor, classes: torch.Tensor, n_crops: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """The clicked pixels of the chosen crops, renumbered to their place in the step's batch."""
-    place = torch.full((n_crops,), -1, dtype=torch.long, device=index.device)
-    place[chosen] = torch.arange(len(chosen), device=index.device)
-    keep = place[index[:, 0]] >= 0
-    picked = index[keep].clone()
-    picked[:, 0] = place[picked[:, 0]]
-    return picked, classes[keep]

@@ -4,6 +4,10 @@ A checkpoint is written to a temporary name and renamed, so it is complete or ab
 is recorded with the round, and checked whenever the round's weights are loaded again. Rounds
 older than the undo window are pruned (their rows say so first). Only files named like this
 module's own (``round-NNNN.safetensors`` and its ``.tmp``) are ever removed from the folder.
+
+A checkpoint holds the weights the map comes from and, where they differ, the round's own
+weights that the next round continues from (``round/…``, :mod:`backend.learn.weight_average`),
+so that Undo brings both back exactly.
 """
 
 from __future__ import annotations
@@ -16,6 +20,7 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..learn.weight_average import ROUND_PREFIX, State
 from ..model.bundle import sha256_of
 from ..system.diskspace import disk_full_error, is_disk_full
 from .store import Iteration
@@ -65,14 +70,17 @@ def remove_orphans(folder: Path, records: Sequence[Iteration]) -> None:
             path.unlink()
 
 
-def save_state(network: torch.nn.Module, path: Path) -> None:
-    """Weights (float32) written atomically: a checkpoint file is either complete or absent."""
+def save_state(network: torch.nn.Module, path: Path, round_weights: State | None = None) -> None:
+    """Weights (float32), and the round's own beside them if given, written atomically: a
+    checkpoint file is either complete or absent."""
     from safetensors.torch import save_file
 
     tmp = path.with_name(path.name + ".tmp")
+    tensors = dict(network.state_dict())
+    tensors.update({ROUND_PREFIX + k: v for k, v in (round_weights or {}).items()})
     try:
         path.parent.mkdir(exist_ok=True)
-        save_file({k: v.detach().contiguous().cpu() for k, v in network.state_dict().items()}, str(tmp))
+        save_file({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp))
         os.replace(tmp, path)
     except BaseException as exc:
         tmp.unlink(missing_ok=True)
@@ -81,18 +89,28 @@ def save_state(network: torch.nn.Module, path: Path) -> None:
         raise
 
 
-def load_state(network: torch.nn.Module, path: Path) -> None:
-    """Weights from ``path`` into ``network``; one clear error if they are not this network's."""
+def load_state(network: torch.nn.Module, path: Path) -> State | None:
+    """Weights from ``path`` into ``network``; returns the round's own weights stored beside
+    them (None: none); one clear error if they are not this network's."""
     from safetensors.torch import load_file
 
     try:
-        state = load_file(str(path))
+        stored = load_file(str(path))
     except Exception as exc:
         raise UserError(f"cannot read weights {path}: {exc}") from None
+    state = {k: v for k, v in stored.items() if not k.startswith(ROUND_PREFIX)}
+    own = {k[len(ROUND_PREFIX) :]: v for k, v in stored.items() if k.startswith(ROUND_PREFIX)}
     expected = network.state_dict()
-    wrong = sorted(set(expected) ^ set(state)) or [
-        k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)
-    ]
+    wrong = _mismatches(expected, state) or (_mismatches(expected, own) if own else [])
     if wrong:
         raise UserError(f"the weights in {path} are not this session's model (first mismatch: {wrong[0]})")
     network.load_state_dict({k: v.to(expected[k].dtype) for k, v in state.items()})
+    if not own:
+        return None
+    return {k: v.to(expected[k].dtype) for k, v in own.items()}
+
+
+def _mismatches(expected: State, state: State) -> list[str]:
+    return sorted(set(expected) ^ set(state)) or [
+        k for k, v in state.items() if tuple(v.shape) != tuple(expected[k].shape)
+    ]

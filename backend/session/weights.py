@@ -3,7 +3,9 @@
 The starting weights are the model bundle's (or another session's checkpoint: sequential
 adaptation), then one checkpoint per retraining round (:mod:`.checkpoints`). ``current`` is
 the round whose weights the network holds: the newest intact one. The DISCA anchor p₀ comes from
-the starting weights and never changes.
+the starting weights and never changes. ``round_weights`` are the current round's own weights
+when the network holds their average with earlier rounds' (:mod:`backend.learn.weight_average`):
+the next DISCA round continues from them.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from ..io.clicks import Click
 from ..io.raster import RasterSource
 from ..learn.disca import Disca, RetrainReport, anchor_from
 from ..learn.prior_shift import PriorShift
+from ..learn.weight_average import State, copy_state, same_weights
 from ..model.bundle import load_bundle
 from ..progress import Monitor
 from .checkpoints import checkpoint_name, checkpoint_problem, load_state, save_state
@@ -41,6 +44,7 @@ class SessionWeights:
         self.bundle.network.to(device)
         self._disca: Disca | None = None
         self.current: Iteration | None = None
+        self.round_weights: State | None = None  # None: no round yet (the starting weights)
 
     def restore(self, records: Sequence[Iteration], damaged: Callable[[str], UserError]) -> list[str]:
         """Load the newest round whose checkpoint is intact; returns what the user should know.
@@ -67,13 +71,16 @@ class SessionWeights:
 
     def load(self, record: Iteration) -> None:
         network = self.bundle.network
+        own = None
         if record.checkpoint:
-            load_state(network, self.checkpoints / record.checkpoint)
+            own = load_state(network, self.checkpoints / record.checkpoint)
         elif self.starting_weights is not None:
             load_state(network, self.starting_weights)
         else:
             network.load_state_dict(load_bundle(self.model_dir).network.state_dict())
         network.to(self.device).eval()
+        # after a round, its own weights: stored beside the average, or the network's (no average yet)
+        self.round_weights = (own or copy_state(network)) if record.checkpoint else None
         self.current = record
 
     def key(self) -> str:
@@ -100,6 +107,7 @@ class SessionWeights:
         round the guard rolled back); on any failure the network goes back to the current round's
         weights, untouched."""
         assert self.current is not None
+        network, own = self.bundle.network, None
         try:
             if isinstance(settings, SialSettings):
                 first = iteration == 1
@@ -108,11 +116,15 @@ class SessionWeights:
                 )
             else:
                 engine = self._disca_engine(settings)
+                engine.average.round_weights = self.round_weights
                 report = disca_round(engine, settings, source, clicks, new_clicks, self.prior(), monitor)
+                own = engine.average.round_weights  # the round's own weights, when averaged
             if not report.kept:  # the guard rolled it back: nothing to keep
                 return "", report
             name = checkpoint_name(iteration)
-            save_state(self.bundle.network, self.checkpoints / name)
+            apart = own is not None and not same_weights(own, network.state_dict())
+            save_state(network, self.checkpoints / name, own if apart else None)
+            self.round_weights = own or copy_state(network)
         except BaseException:
             self.load(self.current)
             raise

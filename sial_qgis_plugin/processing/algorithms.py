@@ -255,7 +255,13 @@ class RefineAlgorithm(EngineAlgorithm):
         self.addParameter(
             QgsProcessingParameterNumber("ANCHOR_WEIGHT", "Anchor weight (λ)", double, 3.0, minValue=0)
         )
-        self.addParameter(QgsProcessingParameterNumber("LR", "Learning rate", double, 1e-4, minValue=1e-7))
+        self.addParameter(QgsProcessingParameterNumber("LR", "Learning rate", double, 2e-4, minValue=1e-7))
+        self.addParameter(
+            QgsProcessingParameterNumber(
+                "WEIGHT_AVERAGE", "Rounds' weight average β (0: each round's own weights)", double, 0.5,
+                minValue=0, maxValue=0.95,
+            )
+        )  # fmt: skip
         self.addParameter(QgsProcessingParameterEnum("DEVICE", "Device", DEVICES, defaultValue=0))
         self._map_outputs()
         self.addParameter(
@@ -283,6 +289,7 @@ class RefineAlgorithm(EngineAlgorithm):
                 steps=self.parameterAsInt(parameters, "STEPS", context) or None,
                 anchor_weight=self.parameterAsDouble(parameters, "ANCHOR_WEIGHT", context),
                 learning_rate=self.parameterAsDouble(parameters, "LR", context),
+                weight_average=self.parameterAsDouble(parameters, "WEIGHT_AVERAGE", context),
             ),
             device=DEVICES[self.parameterAsEnum(parameters, "DEVICE", context)],
             adapted_model=Path(model_out) if model_out else None,

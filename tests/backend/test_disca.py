@@ -9,7 +9,8 @@ from backend.demo.scene import write_scene
 from backend.errors import UserError
 from backend.io.clicks import Click
 from backend.io.raster import RasterSource
-from backend.learn.disca import Disca, DiscaSettings, anchor_from, crop_origins
+from backend.learn.click_crops import crop_origins
+from backend.learn.disca import Disca, DiscaSettings, anchor_from
 from backend.model.bundle import load_bundle
 from tests.helpers import plain_probabilities
 
@@ -111,7 +112,7 @@ def test_dial_settings_and_validation():
 
 
 def test_each_step_trains_on_the_newest_crop_and_a_replay_of_older_ones(fast_model):
-    from backend.learn.disca import _clicks_in
+    from backend.learn.click_crops import clicks_in
 
     bundle = load_bundle(fast_model)
     settings = DiscaSettings(max_crops=3, replay=64)
@@ -123,7 +124,7 @@ def test_each_step_trains_on_the_newest_crop_and_a_replay_of_older_ones(fast_mod
     assert disca._pick(2, generator).tolist() == [0, 1]
     index = torch.tensor([[0, 5, 6], [1, 7, 8], [2, 9, 9], [2, 1, 1]])
     classes = torch.tensor([4, 3, 2, 1])
-    picked, picked_classes = _clicks_in(torch.tensor([2, 0]), index, classes, 3)
+    picked, picked_classes = clicks_in(torch.tensor([2, 0]), index, classes, 3)
     assert picked.tolist() == [[1, 5, 6], [0, 9, 9], [0, 1, 1]] and picked_classes.tolist() == [4, 2, 1]
     with pytest.raises(UserError, match="crops per step"):
         DiscaSettings(max_crops=10, replay=4).check()

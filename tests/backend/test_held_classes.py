@@ -29,6 +29,15 @@ def test_a_class_is_held_when_the_map_lacks_it_and_no_click_names_it():
     assert released((2, 4), [Click(1, 1, 4)]) == (2,)
 
 
+def test_a_trace_of_a_class_counts_as_absent():
+    classes = np.zeros((100, 100), dtype=np.uint8)
+    classes[:10] = 1
+    classes[50, :10] = 2  # 10 px of 10 000: 0.1 %, a trace the model left
+    classes[60, :11] = 3  # 11 px: on the map
+    assert classes_to_hold(classes, [], 4) == (2,)
+    assert classes_to_hold(classes, [Click(0, 0, 2)], 4) == ()
+
+
 def test_held_classes_get_no_probability_and_the_rest_still_sum_to_one():
     probabilities = torch.tensor([[0.5, 0.1], [0.3, 0.2], [0.2, 0.7]])[:, :, None]  # 3 classes × 2 px
     held = without_classes(probabilities, (0,))
@@ -46,6 +55,11 @@ def test_the_classes_on_a_map_file_are_read_block_by_block(tmp_path):
     with rasterio.open(path, "w", blockxsize=16, blockysize=16, **profile) as dataset:
         dataset.write(data, 1)
     assert classes_to_hold_on(path, [Click(0, 0, 1)], 5) == (2, 4)
+    data[:] = 0
+    data[:2, :2] = 3  # 4 px of 4096 in the first block: a trace of the whole map, not of its block
+    with rasterio.open(path, "r+") as dataset:
+        dataset.write(data, 1)
+    assert classes_to_hold_on(path, [Click(0, 0, 1)], 5) == (2, 3, 4)
     assert classes_to_hold_on(tmp_path / "none.tif", [], 5) == ()  # no map yet: nothing to judge
 
 

@@ -104,15 +104,15 @@ def test_refine_offers_the_engines_disca_defaults(provider):
     from backend.learn.disca import DiscaSettings
 
     algorithm = QgsApplication.processingRegistry().algorithmById("sial:refine")
-    defaults = {
-        name: algorithm.parameterDefinition(name).defaultValue() for name in ("STEPS", "ANCHOR_WEIGHT", "LR")
-    }
+    names = ("STEPS", "ANCHOR_WEIGHT", "LR", "WEIGHT_AVERAGE")
+    defaults = {name: algorithm.parameterDefinition(name).defaultValue() for name in names}
     engine = DiscaSettings()
     assert engine.steps is None  # by the round's clicks: the algorithm's 0
     assert defaults == {
         "STEPS": 0,
         "ANCHOR_WEIGHT": engine.anchor_weight,
         "LR": engine.learning_rate,
+        "WEIGHT_AVERAGE": engine.weight_average,
     }
 
 

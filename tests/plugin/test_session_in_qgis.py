@@ -51,6 +51,10 @@ def test_the_dock_starts_a_session_with_styled_grouped_layers(
     dock.class_balance.setValue(1.0)  # the field sets the next round's weighing of the classes
     assert controller.settings.class_balance == 1.0
     dock.class_balance.setValue(0.5)
+    assert dock.weight_average.value() == controller.settings.weight_average == 0.5
+    dock.weight_average.setValue(0.0)  # each round's own weights from the next round on
+    assert controller.settings.weight_average == 0.0
+    dock.weight_average.setValue(0.5)
     dock.raster.setLayer(raster_layer)
     monkeypatch.setattr(dock, "selected_model", lambda: str(small_tile_model))
     monkeypatch.setattr(controller, "_new_session_path", lambda raster: tmp_path / "docked.gpkg")
