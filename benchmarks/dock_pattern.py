@@ -20,7 +20,7 @@ from backend.protocols.dock import DockParameters, run_dock
 from . import OUT
 from .domain_adaptation import LOVEDA_PIXEL, LOVEDA_TO_DUBAI, REPOSITORY, add_loveda_pixel, prepare_tanzania
 from .machine import describe_machine
-from .options import add_disca_steps, with_steps
+from .options import add_disca_seed, add_disca_steps, with_steps
 from .report import header, save, say, started
 from .scenes import SHARED_DATA
 
@@ -48,6 +48,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--device", default="auto")
     add_loveda_pixel(parser)
+    add_disca_seed(parser)
     add_disca_steps(parser)
 
 
@@ -101,7 +102,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise UserError(f"unknown case(s) {', '.join(sorted(unknown))}: choose from {', '.join(CASES)}")
     patterns = parse_patterns(args.patterns)
     hold = not args.no_hold_classes
-    settings = DiscaSettings(guard=not args.no_guard, spread=not args.no_spread, hold_classes=hold)
+    settings = DiscaSettings(
+        guard=not args.no_guard, spread=not args.no_spread, hold_classes=hold, seed=args.seed
+    )
     settings = with_steps(settings, args.disca_steps)
     from backend.system.runtime import resolve_device
 

@@ -31,7 +31,7 @@ from backend.protocols.dial import BenchmarkParameters, plot_runs, run_benchmark
 
 from . import OUT
 from .machine import describe_machine
-from .options import add_disca_steps
+from .options import add_disca_seed, add_disca_steps
 from .report import header, save, say, started
 from .scenes import SHARED_DATA
 
@@ -59,7 +59,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add_loveda_pixel(parser)
     parser.add_argument("--device", default="auto")
-    parser.add_argument("--seed", type=int, default=0, help="DISCA's seed (its crops and click drops)")
+    add_disca_seed(parser)
     add_disca_steps(parser)
     parser.add_argument("--disca-lr", type=float, help="DISCA learning rate (default: the engine's)")
     parser.add_argument("--anchor-weight", type=float, help="DISCA's λ (default: its own)")

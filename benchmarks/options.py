@@ -54,6 +54,10 @@ def add_disca_steps(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_disca_seed(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seed", type=int, default=0, help="DISCA's seed (its crops and click drops)")
+
+
 def with_steps(settings: DiscaSettings, steps: int | None) -> DiscaSettings:
     """``settings`` with ``--disca-steps`` applied when it was given."""
     return settings if steps is None else replace(settings, steps=steps)
