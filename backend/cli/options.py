@@ -85,13 +85,6 @@ def add_disca_options(parser: argparse.ArgumentParser) -> None:
         "session keeps its last round's",
     )
     group.add_argument(
-        "--anchor-shift",
-        action=argparse.BooleanOptionalAction,
-        help="before a round, scale down in the anchor (the initial map) each class the map has "
-        "since lost share of around the newest clicks, so the anchor does not pull it back, or "
-        "--no-anchor-shift: DIAL's anchor. A session keeps its last round's",
-    )
-    group.add_argument(
         "--weight-average",
         type=float,
         metavar="BETA",
@@ -116,7 +109,6 @@ def disca_settings(args: argparse.Namespace, base: Any = None) -> Any:
         "spread": getattr(args, "spread", None),
         "hold_classes": getattr(args, "hold_classes", None),
         "weight_average": getattr(args, "weight_average", None),
-        "anchor_shift": getattr(args, "anchor_shift", None),
     }
     return replace(settings, **{k: v for k, v in changes.items() if v is not None})
 

@@ -35,7 +35,6 @@ from ..io.raster import RasterSource
 from ..model.card import ModelCard
 from ..model.network import autocast, bfloat16_if_supported, freeze_batchnorm, softmax_probabilities
 from ..progress import Monitor
-from .anchor_shift import share_ratios, shifted
 from .click_crops import clicks_in, crop_origins
 from .losses import anchor_l1, click_cross_entropy, error_weighted_dice
 from .round_check import CHECK_CROPS, RoundCheck, Verdict, far_origins, judge_round
@@ -72,7 +71,6 @@ class DiscaSettings:
     spread: bool = True  # each click's class also labels its SLIC superpixel (BENCHMARKS.md)
     hold_classes: bool = True  # classes no click names stay off a map that lacks them (held_classes)
     weight_average: float = 0.5  # β: the map from the rounds' weights averaged (weight_average.py)
-    anchor_shift: bool = False  # p₀'s class shares follow the map's where it lost a class (anchor_shift.py)
 
     @classmethod
     def dial(cls) -> DiscaSettings:
@@ -141,7 +139,10 @@ def anchor_from(network: nn.Module) -> AnchorFunction:
     dtype = bfloat16_if_supported(next(network.parameters()).device)
 
     def predict(x: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode(), autocast(x.device.type, dtype):
+        with (
+            torch.inference_mode(),
+            autocast(x.device.type, dtype),
+        ):
             return softmax_probabilities(network(x))
 
     return predict
@@ -291,12 +292,7 @@ class Disca:
         self.average.beta = settings.weight_average
         shown = self.average.before_round(self.network)
         try:
-            before = self._probe_probabilities(probe)
-            if settings.anchor_shift:  # the newest click crops come first in the batch and the probe
-                near = min(CHECK_CROPS, x.shape[0])
-                ratios = share_ratios(before[:near], p0[:near], valid[:near])
-                p0, held = shifted(p0, ratios), (*held[:2], shifted(held[2], ratios))
-            before = before.argmax(dim=1)
+            before = self._probe_classes(probe)
             saved = copy_state(self.network) if settings.guard else None
             report = RetrainReport(steps, x.shape[0], len(clicks), 0.0)
             self._sgd(report, (x, valid, p0), held, target, generator, monitor)
@@ -306,8 +302,7 @@ class Disca:
             raise
         self.rounds += 1
         self._clicks_seen = len(clicks)
-        after = self._probe_probabilities(probe).argmax(dim=1)
-        report.check = RoundCheck.of_samples(before, after, *probe[1:])
+        report.check = RoundCheck.of_samples(before, self._probe_classes(probe), *probe[1:])
         if saved is not None:
             report.verdict = judge_round(report.check, [c.name for c in self.card.classes])
             if not report.verdict.kept:
@@ -387,9 +382,12 @@ class Disca:
         far, far_valid = self._crops(source, clicks, origins) if origins else (x[:0], x[:0, 0] > 0)
         return torch.cat([x[near], far]), index[inside], classes[inside], far_valid
 
-    def _probe_probabilities(self, probe: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """The probe's probabilities, in the rounds' precision (bf16 where native: half the time)."""
+    def _probe_classes(self, probe: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """The probe's classes, in the rounds' precision (bf16 where native: half the time)."""
         self.network.eval()
         dtype = bfloat16_if_supported(self.device)
-        with torch.inference_mode(), autocast(self.device.type, dtype):
-            return softmax_probabilities(self.network(probe[0]))
+        with (
+            torch.inference_mode(),
+            autocast(self.device.type, dtype),
+        ):
+            return self.network(probe[0]).argmax(dim=1)

@@ -49,7 +49,6 @@ def settings_from_meta(data: dict[str, Any]) -> RoundSettings:
         if "balance_classes" in data:  # sessions made before the exponent: every class the same, or the mean
             data["class_balance"] = 1.0 if data.pop("balance_classes") else 0.0
         data.setdefault("weight_average", 0.0)  # sessions made before it: each round's own weights
-        data.setdefault("anchor_shift", False)  # and before the anchor's shift: DIAL's anchor
         return DiscaSettings(**data)
     expansion = data.get("expansion")
     return SialSettings(
