@@ -5,7 +5,7 @@ one round's weights swing with the clicks it happened to get (Dubai tile 2 fell 
 click and stayed there five). The network that draws the map holds an exponential average of
 the rounds' own weights, ``β · previous average + (1 − β) · this round's``, while SGD carries on
 from the round's own weights, so the average smooths the swings; it can slow the first clicks
-on some images (Tanzania at seed 0: 66.9 after 10 clicks against 74.7), not the later ones.
+on some images (Tanzania at seed 0: 66.9 after 10 clicks against 74.7).
 At twice the learning rate (2e-4) it let the clicks teach more: after 25 clicks (20 on LoveDA and
 Tanzania) over Dubai tiles 2 and 6, LoveDA crops 0–2 and Tanzania, seeds 0 and 1
 (docs/experiments/weight-average-across-rounds.md, BENCHMARKS.md).
