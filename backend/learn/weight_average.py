@@ -8,7 +8,8 @@ from the round's own weights, so the average smooths the swings; it can slow the
 on some images (Tanzania at seed 0: 66.9 after 10 clicks against 74.7).
 At twice the learning rate (2e-4) it let the clicks teach more: after 25 clicks (20 on LoveDA and
 Tanzania) over Dubai tiles 2 and 6, LoveDA crops 0–2 and Tanzania, seeds 0 and 1
-(docs/experiments/weight-average-across-rounds.md, BENCHMARKS.md).
+(docs/experiments/weight-average-across-rounds.md). Over five seeds on one machine LoveDA is
+level with the rounds' own weights at 1e-4 (43.2 against 44.4) and Tanzania gains (BENCHMARKS.md).
 
 The first round has nothing to average with: the starting weights are the analyst's starting map,
 which the anchor term already holds.
