@@ -10,7 +10,7 @@ loss = click term + λ · L1(softmax(f(x; θ)), p₀)
   analyst started from: the anchor keeps far-away pixels where they were.
 
 Training uses square crops around the clicks (all clicks inside a crop count). With ``spread``
-a click's class also covers its SLIC superpixel (large and compact), without the sieve: a
+a click's class also covers its SLIC superpixel (cut to a compact one), without the sieve: a
 click corrects the model, so the model must not decide where the correction stops. The click
 channels of a crop are zeroed at random, so the network does not lean on them alone. BatchNorm
 statistics and affine parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast
@@ -43,10 +43,10 @@ from .weight_average import WeightAverage, copy_state
 
 CLICK_LOSSES = ("ce", "ewdl")
 ANCHOR_BATCH = 16  # crops per forward pass when the anchors p₀ of new crops are computed
-SPREAD_SUPERPIXELS = ExpansionSettings(sieve=None, segment_size=400, compactness=20.0)
-"""The spread's superpixels: large (400 px asked) and twice SLIC's usual compactness. At 10 they
-follow faint colour edges, which grew a LoveDA click's across field edges; small compact ones
-label too little to hold the water back (BENCHMARKS.md, *Superpixels the clicks spread over*)."""
+SPREAD_SUPERPIXELS = ExpansionSettings(sieve=None, compact_within=400)
+"""The spread's superpixels: SLIC's usual ones cut to the click's compact one of 400 px. Alone,
+the usual ones followed faint colour edges across LoveDA's fields, large compact ones crossed
+Dubai's roads (BENCHMARKS.md, *Superpixels the clicks spread over*)."""
 
 
 @dataclass(frozen=True)
