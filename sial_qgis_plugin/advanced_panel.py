@@ -102,8 +102,8 @@ class AdvancedPanel(QgsCollapsibleGroupBox):
         form.addRow("Class balance", self.class_balance)
         self.spread = QCheckBox("Spread each click over its superpixel")
         self.spread.setToolTip(
-            "A round also learns the click's class on the click's SLIC superpixel (a compact one of "
-            "about 400 pixels around it): more to learn from per click."
+            "A round also learns the click's class on the click's SLIC superpixel (about 150 pixels "
+            "of like colour around it): more to learn from per click."
         )
         form.addRow(self.spread)
         self.hold_classes = QCheckBox("Keep classes nobody clicked off the map")

@@ -74,7 +74,7 @@ def add_disca_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument(
         "--spread",
         action=argparse.BooleanOptionalAction,
-        help="a click's class also labels its SLIC superpixel (about 400 compact pixels around it; "
+        help="a click's class also labels its SLIC superpixel (about 150 pixels of like colour; "
         "the default), or --no-spread: each click's pixel alone. A session keeps its last round's",
     )
     group.add_argument(

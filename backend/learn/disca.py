@@ -10,12 +10,12 @@ loss = click term + λ · L1(softmax(f(x; θ)), p₀)
   analyst started from: the anchor keeps far-away pixels where they were.
 
 Training uses square crops around the clicks (all clicks inside a crop count). With ``spread``
-a click's class also covers its SLIC superpixel (cut to a compact one), without the sieve: a
-click corrects the model, so the model must not decide where the correction stops. The click
-channels of a crop are zeroed at random, so the network does not lean on them alone. BatchNorm
-statistics and affine parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast
-where the hardware has it. After the round the guard (:mod:`.round_check`) may roll it back; a
-kept round's weights are averaged with the earlier rounds' (:mod:`.weight_average`).
+a click's class also covers its SLIC superpixel, without the sieve: a click corrects the model,
+so the model must not decide where the correction stops. The click channels of a crop are
+zeroed at random, so the network does not lean on them alone. BatchNorm statistics and affine
+parameters stay frozen. Plain SGD, a few steps per round; bf16 autocast where the hardware has
+it. After the round the guard (:mod:`.round_check`) may roll it back; a kept round's weights are
+averaged with the earlier rounds' (:mod:`.weight_average`).
 """
 
 from __future__ import annotations
@@ -43,10 +43,6 @@ from .weight_average import WeightAverage, copy_state
 
 CLICK_LOSSES = ("ce", "ewdl")
 ANCHOR_BATCH = 16  # crops per forward pass when the anchors p₀ of new crops are computed
-SPREAD_SUPERPIXELS = ExpansionSettings(sieve=None, compact_within=400)
-"""The spread's superpixels: SLIC's usual ones cut to the click's compact one of 400 px. Alone,
-the usual ones followed faint colour edges across LoveDA's fields, large compact ones crossed
-Dubai's roads (BENCHMARKS.md, *Superpixels the clicks spread over*)."""
 
 
 @dataclass(frozen=True)
@@ -207,7 +203,7 @@ class Disca:
         if not self.settings.spread or not clicks:
             return index, classes
         cache = self._superpixels.setdefault(str(source.info.path), {})
-        labels = expand_clicks(source, clicks, SPREAD_SUPERPIXELS, None, cache)
+        labels = expand_clicks(source, clicks, ExpansionSettings(sieve=None), None, cache)
         size, info = self._size, source.info
         origins = crop_origins(clicks, info.height, info.width, size, self.settings.replay)
         rows, cols = torch.from_numpy(labels.rows), torch.from_numpy(labels.cols)

@@ -4,9 +4,7 @@ A superpixel is computed on the image in a window around each click, SLIC or Fel
 from scikit-image. The click's class then covers the click's superpixel, with three limits:
 - never onto nodata;
 - never where the current model says another class with at least ``sieve`` probability;
-- never onto a pixel that clicks of different classes both claim;
-- with ``compact_within``, never outside the click's compact superpixel of that size either:
-  on low-contrast imagery colour alone carries a superpixel across field edges.
+- never onto a pixel that clicks of different classes both claim.
 
 The result is a set of labelled pixels, the clicks' own always included.
 """
@@ -14,7 +12,7 @@ The result is a set of labelled pixels, the clicks' own always included.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import numpy as np
 from skimage.segmentation import felzenszwalb, slic  # here, not in the round: 0.5 s the analyst waited
@@ -24,9 +22,6 @@ from ..io.clicks import Click
 from ..io.raster import RasterSource
 
 METHODS = ("slic", "felzenszwalb")
-COMPACT = 20.0
-"""SLIC's compactness for ``compact_within``: twice the usual, near-regular superpixels that
-follow shape more than colour (BENCHMARKS.md, *Superpixels the clicks spread over*)."""
 ProbabilityWindow = Callable[[int, int, int, int], np.ndarray]
 """(row, col, height, width) → the current model's class probabilities there, C × h × w."""
 
@@ -38,12 +33,11 @@ class ExpansionSettings:
     segment_size: int = 150  # target pixels per superpixel
     compactness: float = 10.0
     sieve: float | None = 0.8  # None: keep every pixel of the superpixel
-    compact_within: int | None = None  # also cut to the click's compact superpixel of this size
 
     def check(self) -> None:
         if self.method not in METHODS:
             raise UserError(f"superpixel method must be one of {', '.join(METHODS)}, not {self.method}")
-        if self.segment_size < 1 or (self.compact_within is not None and self.compact_within < 1):
+        if self.segment_size < 1:
             raise UserError("the superpixel size must be at least one pixel")
         if self.sieve is not None and not 0.0 < self.sieve <= 1.0:
             raise UserError("the sieve threshold must lie in (0, 1]")
@@ -103,18 +97,11 @@ def superpixel_mask(
     low = np.percentile(rgb[:, valid], 2, axis=1)[:, None, None] if valid.any() else 0.0
     high = np.percentile(rgb[:, valid], 98, axis=1)[:, None, None] if valid.any() else 1.0
     image = np.clip((rgb - low) / np.maximum(high - low, 1e-6), 0, 1).transpose(1, 2, 0)
-    mask = _own_segment(_segments(image, valid, settings), click.row - row0, click.col - col0) & valid
-    if settings.compact_within is not None:  # colour and shape must both put a pixel with the click
-        compact = replace(settings, method="slic", segment_size=settings.compact_within, compactness=COMPACT)
-        mask &= _own_segment(_segments(image, valid, compact), click.row - row0, click.col - col0)
+    segments = _segments(image, valid, settings)
+    own = segments[click.row - row0, click.col - col0]
+    mask = (segments == own) & valid if own >= 0 else np.zeros_like(valid)
     mask[click.row - row0, click.col - col0] = valid[click.row - row0, click.col - col0]
     return row0, col0, mask
-
-
-def _own_segment(segments: np.ndarray, row: int, col: int) -> np.ndarray:
-    """The pixels of the segment at (row, col); none where that pixel has no segment (nodata)."""
-    own = segments[row, col]
-    return segments == own if own >= 0 else np.zeros(segments.shape, dtype=bool)
 
 
 def superpixel_pixels(

@@ -1,5 +1,4 @@
 import json
-from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -41,27 +40,6 @@ def test_expansion_next_to_nodata_stays_out_of_it(scene):
         edge = np.argwhere(valid & ~np.roll(valid, -3, axis=1))[10]  # a valid pixel 3 px from the mask
         labels = expand_clicks(source, [Click(int(edge[0]), int(edge[1]), 1)], ExpansionSettings(sieve=None))
     assert valid[labels.rows, labels.cols].all() and len(labels) > 1
-
-
-def test_a_compact_cut_keeps_only_pixels_both_superpixels_share(scene):
-    clicks = [Click(100, 100, 1), Click(250, 300, 2)]
-    plain, compact = (
-        ExpansionSettings(sieve=None),
-        ExpansionSettings(sieve=None, compactness=20.0, segment_size=400),
-    )
-    with RasterSource(scene.image, make_card().input) as source:
-        pixels = {
-            name: set(zip(labels.rows.tolist(), labels.cols.tolist(), strict=True))
-            for name, labels in (
-                ("plain", expand_clicks(source, clicks, plain)),
-                ("compact", expand_clicks(source, clicks, compact)),
-                ("cut", expand_clicks(source, clicks, replace(plain, compact_within=400))),
-            )
-        }
-    assert pixels["cut"] == pixels["plain"] & pixels["compact"]
-    assert len(clicks) < len(pixels["cut"]) < min(len(pixels["plain"]), len(pixels["compact"]))
-    with pytest.raises(UserError, match="at least one pixel"):
-        replace(plain, compact_within=0).check()
 
 
 def test_the_sieve_drops_pixels_the_model_confidently_disputes(scene):
